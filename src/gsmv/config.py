@@ -1,0 +1,275 @@
+"""Typed run configuration: one dataclass per stage, nested in RunConfig.
+
+YAML presets and dotted command-line overrides are merged onto the dataclass
+schema with OmegaConf, which rejects unknown keys and wrong types; we turn its
+errors into one line that names the key and the valid choices.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import MISSING, OmegaConf  # noqa: F401 - MISSING re-exported for presets
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from gsmv.errors import GsmvError
+
+
+@dataclass
+class DataConfig:
+    # Folder of GSM8K-format jsonl (train.jsonl, test.jsonl). Empty: $GSMV_DATA_DIR, else ../shared/data/gsm8k.
+    dir: str = ""
+    source: str = "local"  # local | hf (the `openai/gsm8k` dataset through `datasets`)
+    val_size: int = 500  # problems carved from train, seeded; all model selection uses them
+    val_seed: int = 1234
+    # Use only the first K problems of each split (0 = all); for smoke runs and tests.
+    train_limit: int = 0
+    val_limit: int = 0
+    test_limit: int = 0
+
+
+@dataclass
+class ModelConfig:
+    # A from-scratch preset name (see gsmv.models.loading.PRESETS), a hub id, or a local folder.
+    name: str = "cpu-small"
+    dtype: str = "auto"  # auto (fp32 on CPU, bf16 on CUDA) | float32 | bfloat16 | float16
+    # From-scratch presets only: BPE vocabulary trained on GSM8K train text.
+    vocab_size: int = 2048
+    # Optional overrides of the preset's architecture (0 = keep the preset's value).
+    n_layer: int = 0
+    n_embd: int = 0
+    n_head: int = 0
+    max_position: int = 0
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings shared by the generator and the verifier stages."""
+
+    epochs: float = 2.0
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    warmup_ratio: float = 0.03
+    schedule: str = "cosine"  # cosine | linear | constant
+    batch_size: int = 32  # sequences per device per micro-step
+    grad_accum: int = 1
+    max_grad_norm: float = 1.0
+    max_len: int = 384  # question + solution tokens; longer examples are truncated
+    dropout: float = 0.0  # residual dropout on attention and MLP branch outputs
+    seed: int = 0
+    log_every: int = 20
+    eval_every: int = 0  # steps between validation passes (0 = once per epoch)
+    save_every: int = 200  # steps between resumable checkpoints (0 = epoch ends only)
+    keep_checkpoints: int = 2
+
+
+@dataclass
+class FinetuneConfig(TrainConfig):
+    loss_on_prompt: bool = False  # also train on question tokens (the released code's loss_on_prefix)
+
+
+@dataclass
+class SampleConfig:
+    backend: str = "hf"  # hf | vllm
+    n_train: int = 4  # samples per train problem: the verifier's training data
+    n_val: int = 8  # samples per val problem: verifier validation and model selection
+    n_test: int = 100  # samples per test problem: best-of-N at test time
+    greedy_test: bool = True  # one extra greedy (T=0) sample per test problem for test@1
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+    batch_size: int = 256  # rows decoded together
+    problems_per_shard: int = 64
+    calculator: bool = True
+    seed: int = 0
+    # vLLM only
+    gpu_memory_utilization: float = 0.85
+
+
+@dataclass
+class VerifierConfig(TrainConfig):
+    epochs: float = 1.0
+    dropout: float = 0.2
+    level: str = "token"  # token (value after every solution token) | solution (final token only)
+    head: str = "token"  # token (paper: gain and bias on a reserved token's logit) | linear
+    loss: str = "mse"  # mse (paper) | bce
+    lm_weight: float = 1.0  # weight of the joint LM loss on solution tokens (0 turns it off)
+    init: str = "auto"  # auto | base | generator; auto = generator for presets, base model otherwise
+
+
+@dataclass
+class ScoreConfig:
+    batch_size: int = 64
+    keep_token_values: bool = True
+    problems_per_shard: int = 64
+
+
+@dataclass
+class EvaluateConfig:
+    bootstrap: int = 1000  # resamples of problems for 95% confidence intervals
+    subsets: int = 32  # random subsets of the n samples averaged for each best-of-N point
+    seed: int = 0
+
+
+@dataclass
+class ReportConfig:
+    compare: list[str] = field(default_factory=list)  # other run folders for the comparison figure
+    html_problems: int = 300  # test problems shown in report.html (0 = all)
+
+
+@dataclass
+class RunConfig:
+    name: str = "cpu"
+    out_dir: str = "runs"  # the run folder is out_dir/name
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    threads: int = 0  # torch CPU threads (0 = torch's default)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    verifier: VerifierConfig = field(default_factory=VerifierConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out_dir) / self.name
+
+
+# Enumerated string fields: checked here because OmegaConf types them only as str.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "data.source": ("local", "hf"),
+    "model.dtype": ("auto", "float32", "bfloat16", "float16"),
+    "finetune.schedule": ("cosine", "linear", "constant"),
+    "verifier.schedule": ("cosine", "linear", "constant"),
+    "sample.backend": ("hf", "vllm"),
+    "verifier.level": ("token", "solution"),
+    "verifier.head": ("token", "linear"),
+    "verifier.loss": ("mse", "bce"),
+    "verifier.init": ("auto", "base", "generator"),
+    "device": ("auto", "cpu", "cuda"),
+}
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+
+def _valid_keys(node: Any) -> list[str]:
+    return sorted(str(k) for k in node.keys()) if OmegaConf.is_dict(node) else []
+
+
+def _key_error(schema: Any, full_key: str) -> GsmvError:
+    parts = full_key.split(".")
+    node = schema
+    for i, p in enumerate(parts):
+        if OmegaConf.is_dict(node) and p in node:
+            node = node[p]
+            continue
+        where = ".".join(parts[:i]) or "the top level"
+        return GsmvError(f"unknown config key '{full_key}': valid keys under {where} are {', '.join(_valid_keys(node))}")
+    return GsmvError(f"bad config key '{full_key}'")
+
+
+def _check(cfg: RunConfig) -> None:
+    for key, choices in CHOICES.items():
+        obj: Any = cfg
+        for p in key.split("."):
+            obj = getattr(obj, p)
+        if obj not in choices:
+            raise GsmvError(f"config key '{key}' is '{obj}': valid choices are {', '.join(choices)}")
+    positive = ["sample.batch_size", "sample.max_new_tokens", "score.batch_size", "finetune.batch_size",
+                "verifier.batch_size", "finetune.grad_accum", "verifier.grad_accum", "sample.problems_per_shard",
+                "score.problems_per_shard"]
+    for key in positive:
+        sect, name = key.split(".")
+        if getattr(getattr(cfg, sect), name) <= 0:
+            raise GsmvError(f"config key '{key}' must be > 0")
+    if cfg.sample.temperature < 0:
+        raise GsmvError("config key 'sample.temperature' must be >= 0")
+    if not 0.0 < cfg.sample.top_p <= 1.0:
+        raise GsmvError("config key 'sample.top_p' must be in (0, 1]")
+    for sect in ("finetune", "verifier"):
+        if not 0.0 <= getattr(cfg, sect).dropout < 1.0:
+            raise GsmvError(f"config key '{sect}.dropout' must be in [0, 1)")
+
+
+def resolve_preset(path_or_name: str) -> Path:
+    """`configs/smoke.yaml`, `smoke.yaml` or `smoke` → the preset file."""
+    p = Path(path_or_name)
+    if p.is_file():
+        return p
+    for cand in (CONFIG_DIR / p, CONFIG_DIR / f"{path_or_name}.yaml"):
+        if cand.is_file():
+            return cand
+    names = sorted(q.stem for q in CONFIG_DIR.glob("*.yaml")) if CONFIG_DIR.is_dir() else []
+    raise GsmvError(f"config '{path_or_name}' not found: give a YAML path or one of the presets {', '.join(names)}")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Merge the schema, an optional YAML file and `a.b=c` overrides; validate; return a RunConfig."""
+    schema = OmegaConf.structured(RunConfig)
+    layers = []
+    where = "defaults"
+    try:
+        if path is not None:
+            where = str(path)
+            yaml_path = resolve_preset(str(path))
+            where = str(yaml_path)
+            try:
+                layers.append(OmegaConf.load(yaml_path))
+            except Exception as e:  # noqa: BLE001 - yaml raises several error types
+                raise GsmvError(f"{yaml_path}: invalid YAML ({str(e).splitlines()[0]})") from None
+        if overrides:
+            where = "command line"
+            for o in overrides:
+                if "=" not in o:
+                    raise GsmvError(f"override '{o}' is not of the form key=value (e.g. sample.n_test=8)")
+            layers.append(OmegaConf.from_dotlist(list(overrides)))
+        merged = schema
+        for layer in layers:
+            merged = OmegaConf.merge(merged, layer)
+        cfg = OmegaConf.to_object(merged)
+    except ConfigKeyError as e:
+        raise _key_error(schema, e.full_key or str(e.key)) from None
+    except ValidationError as e:
+        raise GsmvError(f"{where}: config key '{e.full_key}': {str(e.msg).splitlines()[0]}") from None
+    except OmegaConfBaseException as e:
+        raise GsmvError(f"{where}: {str(e).splitlines()[0]}") from None
+    assert isinstance(cfg, RunConfig)
+    _check(cfg)
+    return cfg
+
+
+def to_dict(cfg: Any) -> dict:
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
+
+
+def to_yaml(cfg: RunConfig) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def config_hash(*parts: Any) -> str:
+    """A stable hash of config sections (dataclasses or plain values)."""
+    blob = json.dumps([to_dict(p) if hasattr(p, "__dataclass_fields__") else p for p in parts], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def data_dir(cfg: RunConfig) -> Path:
+    """The GSM8K folder: config, then $GSMV_DATA_DIR, then ../shared/data/gsm8k beside the checkout."""
+    if cfg.data.dir:
+        return Path(cfg.data.dir)
+    if os.environ.get("GSMV_DATA_DIR"):
+        return Path(os.environ["GSMV_DATA_DIR"])
+    for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
+        cand = base.parent / "shared" / "data" / "gsm8k"
+        if cand.is_dir():
+            return cand
+    return Path("../shared/data/gsm8k")
