@@ -131,6 +131,9 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # torch CPU threads (0 = torch's default)
+    # Another run folder whose finished stages are linked instead of redone when their config hash matches
+    # (ablations that change only the verifier share the generator and the samples).
+    reuse_from: str = ""
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
@@ -206,39 +209,48 @@ def resolve_preset(path_or_name: str) -> Path:
     p = Path(path_or_name)
     if p.is_file():
         return p
-    for cand in (CONFIG_DIR / p, CONFIG_DIR / f"{path_or_name}.yaml"):
+    for cand in (CONFIG_DIR / p, CONFIG_DIR / f"{path_or_name}.yaml", Path("configs") / f"{path_or_name}.yaml"):
         if cand.is_file():
             return cand
     names = sorted(q.stem for q in CONFIG_DIR.glob("*.yaml")) if CONFIG_DIR.is_dir() else []
     raise GsmvError(f"config '{path_or_name}' not found: give a YAML path or one of the presets {', '.join(names)}")
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Merge the schema, an optional YAML file and `a.b=c` overrides; validate; return a RunConfig."""
-    schema = OmegaConf.structured(RunConfig)
-    layers = []
-    where = "defaults"
+def _preset_chain(path_or_name: str, seen: tuple[Path, ...] = ()) -> list[tuple[Path, Any]]:
+    """A preset and the presets it names with `base:` (loaded first, so the file's own keys win)."""
+    yaml_path = resolve_preset(path_or_name)
+    if yaml_path.resolve() in seen:
+        raise GsmvError(f"{yaml_path}: 'base' chain loops back to itself")
     try:
-        if path is not None:
-            where = str(path)
-            yaml_path = resolve_preset(str(path))
-            where = str(yaml_path)
-            try:
-                layers.append(OmegaConf.load(yaml_path))
-            except Exception as e:  # noqa: BLE001 - yaml raises several error types
-                raise GsmvError(f"{yaml_path}: invalid YAML ({str(e).splitlines()[0]})") from None
-        if overrides:
-            where = "command line"
-            for o in overrides:
-                if "=" not in o:
-                    raise GsmvError(f"override '{o}' is not of the form key=value (e.g. sample.n_test=8)")
-            layers.append(OmegaConf.from_dotlist(list(overrides)))
-        merged = schema
-        for layer in layers:
+        layer = OmegaConf.load(yaml_path)
+    except Exception as e:  # noqa: BLE001 - yaml raises several error types
+        raise GsmvError(f"{yaml_path}: invalid YAML ({str(e).splitlines()[0]})") from None
+    if not OmegaConf.is_dict(layer):
+        raise GsmvError(f"{yaml_path}: expected a mapping of config keys at the top level")
+    base = layer.pop("base", None)
+    chain = _preset_chain(str(base), (*seen, yaml_path.resolve())) if base else []
+    return [*chain, (yaml_path, layer)]
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Merge the schema, an optional YAML preset (and its `base:` chain) and `a.b=c` overrides; validate."""
+    schema = OmegaConf.structured(RunConfig)
+    layers: list[tuple[str, Any]] = []
+    if path is not None:
+        layers += [(str(p), layer) for p, layer in _preset_chain(str(path))]
+    for o in overrides or []:
+        if "=" not in o:
+            raise GsmvError(f"override '{o}' is not of the form key=value (e.g. sample.n_test=8)")
+    if overrides:
+        layers.append(("command line", OmegaConf.from_dotlist(list(overrides))))
+    merged, where = schema, "defaults"
+    try:
+        for where, layer in layers:
             merged = OmegaConf.merge(merged, layer)
+        where = "config"
         cfg = OmegaConf.to_object(merged)
     except ConfigKeyError as e:
-        raise _key_error(schema, e.full_key or str(e.key)) from None
+        raise GsmvError(f"{where}: {_key_error(schema, e.full_key or str(e.key))}") from None
     except ValidationError as e:
         raise GsmvError(f"{where}: config key '{e.full_key}': {str(e.msg).splitlines()[0]}") from None
     except OmegaConfBaseException as e:

@@ -1,0 +1,5 @@
+import sys
+
+from gsmv.cli import main
+
+sys.exit(main())

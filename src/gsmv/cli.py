@@ -1,0 +1,101 @@
+"""`gsmv <command>`: each stage as a command, and `gsmv run` for the whole pipeline.
+
+Every command takes `--config` (a YAML path or a preset name from configs/) and dotted
+overrides such as `sample.n_test=8`. Stage commands go through the pipeline so that
+manifest.json stays the single record of what was done with which config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from gsmv.errors import GsmvError
+
+DEFAULT_PRESET = "cpu"
+
+# command → (pipeline stage names, help)
+COMMANDS: dict[str, tuple[list[str], str]] = {
+    "finetune": (["finetune"], "fine-tune the generator on train solutions"),
+    "sample": ([], "sample solutions for one split (--split train|val|test|test_greedy)"),
+    "label": (["label"], "grade samples by final answer; report coverage"),
+    "train-verifier": (["train-verifier"], "train the verifier on labelled train samples"),
+    "score": (["score"], "verifier values for every test sample"),
+    "evaluate": (["evaluate"], "test@1, pass@k, best-of-N and voting with 95%% CIs → results.json"),
+    "report": (["report"], "plots, report.md and the report.html viewer"),
+}
+SAMPLE_STAGE = {"train": "sample-train", "val": "sample-val", "test": "sample-test", "test_greedy": "sample-test-greedy"}
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", default=DEFAULT_PRESET,
+                   help=f"YAML file or preset name in configs/ (default: {DEFAULT_PRESET})")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. sample.n_test=8")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from gsmv.pipeline import STAGE_NAMES
+
+    parser = argparse.ArgumentParser(prog="gsmv", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    p = sub.add_parser("run", help="the whole pipeline in one run folder (resumes; default preset: cpu)")
+    _add_common(p)
+    p.add_argument("--from", dest="start", choices=STAGE_NAMES, help="first stage to run")
+    p.add_argument("--until", choices=STAGE_NAMES, help="last stage to run")
+    for name, (_, help_) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_)
+        _add_common(p)
+        if name == "sample":
+            p.add_argument("--split", required=True, choices=list(SAMPLE_STAGE))
+        if name == "evaluate":
+            p.add_argument("--reference", metavar="JSONL",
+                           help="evaluate the paper's released per-problem results file instead of a run folder")
+    return parser
+
+
+def _print_results(cfg) -> None:
+    from gsmv.artifacts import RunPaths, read_json
+    from gsmv.evaluate import format_table
+
+    paths = RunPaths(cfg.run_dir)
+    if paths.results.exists():
+        print(format_table(read_json(paths.results)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        args = parser.parse_args(["run", *(argv or [])])
+    try:
+        if args.command == "evaluate" and args.reference:
+            from gsmv.evaluate import evaluate_reference, format_table
+
+            print(format_table(evaluate_reference(args.reference)))
+            return 0
+        from gsmv import pipeline
+        from gsmv.config import load_config
+        from gsmv.runtime import setup_threads
+
+        cfg = load_config(args.config, args.overrides)
+        setup_threads(cfg)
+        if args.command == "run":
+            pipeline.run(cfg, start=args.start, until=args.until)
+            _print_results(cfg)
+        elif args.command == "sample":
+            pipeline.run(cfg, only=[SAMPLE_STAGE[args.split]])
+        else:
+            pipeline.run(cfg, only=COMMANDS[args.command][0])
+            if args.command == "evaluate":
+                _print_results(cfg)
+    except GsmvError as e:
+        print(f"gsmv: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("gsmv: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""Shared fixtures: tiny data, tokenizers and models built locally (no hub, no network)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from gsmv.config import RunConfig, load_config
+
+TINY_DATA = Path(__file__).parent / "assets" / "tiny_gsm8k"
+TINY_VOCAB = 300
+
+
+def tiny_texts() -> list[str]:
+    """Questions and answers of the tiny train split: the text tiny tokenizers learn from."""
+    out = []
+    for line in (TINY_DATA / "train.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        out += [rec["question"] + "\n", rec["answer"]]
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir() -> Path:
+    """tests/assets/tiny_gsm8k: 240 train and 40 test synthetic GSM8K-format problems."""
+    return TINY_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    """Our digit-split byte-level BPE trained on the tiny text (vocab ~300)."""
+    from gsmv.models.tokenizer import train_tokenizer
+
+    return train_tokenizer(tiny_texts(), TINY_VOCAB)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory, tiny_tokenizer) -> Path:
+    """A saved random 2-layer LlamaForCausalLM (hidden 64) + the tiny tokenizer, loadable by path."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tiny_tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+        eos_token_id=tiny_tokenizer.eos_token_id,
+        pad_token_id=tiny_tokenizer.pad_token_id,
+        bos_token_id=None,
+    )
+    model = LlamaForCausalLM(config)
+    folder = tmp_path_factory.mktemp("tiny_llama")
+    model.save_pretrained(folder)
+    tiny_tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _gpt2_style_tokenizer():
+    """A GPT-2-style byte-level BPE (no digit split, no forced `=` token, no pad) on the tiny text.
+
+    Like the real GPT-2 tokenizer it merges `=` with neighbours (` =`, `=<<` ...), which the
+    sampler's calculator must cope with.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=TINY_VOCAB + 100,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(tiny_texts(), trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|endoftext|>",
+        bos_token="<|endoftext|>",
+        clean_up_tokenization_spaces=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_tokenizer():
+    return _gpt2_style_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_dir(tmp_path_factory, tiny_gpt2_tokenizer) -> Path:
+    """A saved random 2-layer GPT2LMHeadModel (n_embd 64) + a GPT-2-style tokenizer (no pad token)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    config = GPT2Config(
+        vocab_size=len(tiny_gpt2_tokenizer),
+        n_positions=256,
+        n_embd=64,
+        n_layer=2,
+        n_head=4,
+        bos_token_id=tiny_gpt2_tokenizer.eos_token_id,
+        eos_token_id=tiny_gpt2_tokenizer.eos_token_id,
+    )
+    model = GPT2LMHeadModel(config)
+    folder = tmp_path_factory.mktemp("tiny_gpt2")
+    model.save_pretrained(folder)
+    tiny_gpt2_tokenizer.save_pretrained(folder)
+    return folder
+
+
+TINY_OVERRIDES = [
+    "model.name=tiny",
+    f"model.vocab_size={TINY_VOCAB}",
+    "data.val_size=20",
+    "device=cpu",
+    "threads=1",
+    "finetune.epochs=1",
+    "finetune.batch_size=16",
+    "finetune.lr=3e-3",
+    "finetune.max_len=128",
+    "finetune.log_every=5",
+    "finetune.save_every=0",
+    "verifier.epochs=1",
+    "verifier.batch_size=16",
+    "verifier.max_len=128",
+    "verifier.log_every=5",
+    "verifier.save_every=0",
+    "sample.n_train=2",
+    "sample.n_val=2",
+    "sample.n_test=4",
+    "sample.max_new_tokens=48",
+    "sample.batch_size=32",
+    "sample.problems_per_shard=16",
+    "score.batch_size=16",
+    "score.problems_per_shard=16",
+    "evaluate.bootstrap=50",
+    "evaluate.subsets=4",
+    "report.html_problems=10",
+]
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path, tiny_data_dir) -> RunConfig:
+    """A RunConfig for the tiny data and the "tiny" preset; run folder tmp_path/t. Tweak fields freely."""
+    return load_config(None, [f"data.dir={tiny_data_dir}", f"out_dir={tmp_path}", "name=t", *TINY_OVERRIDES])
