@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+import os
 
-import pytest
-import torch
+# Tests never touch the network: hub lookups fail at once instead of retrying.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from gsmv.config import RunConfig, load_config
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from gsmv.config import RunConfig, load_config  # noqa: E402
 
 TINY_DATA = Path(__file__).parent / "assets" / "tiny_gsm8k"
 TINY_VOCAB = 300

@@ -36,7 +36,7 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     # A from-scratch preset name (see gsmv.models.loading.PRESETS), a hub id, or a local folder.
-    name: str = "cpu-small"
+    name: str = "cpu-5m"
     dtype: str = "auto"  # auto (fp32 on CPU, bf16 on CUDA) | float32 | bfloat16 | float16
     # From-scratch presets only: BPE vocabulary trained on GSM8K train text.
     vocab_size: int = 2048
@@ -102,6 +102,9 @@ class VerifierConfig(TrainConfig):
     loss: str = "mse"  # mse (paper) | bce
     lm_weight: float = 1.0  # weight of the joint LM loss on solution tokens (0 turns it off)
     init: str = "auto"  # auto | base | generator; auto = generator for presets, base model otherwise
+    # The reserved token whose logit the "token" head reads; added to the vocabulary when a tokenizer
+    # (a hub model's) lacks it, so the head always starts from a row of the LM's own unembedding.
+    value_token: str = "<|value|>"
 
 
 @dataclass
@@ -114,7 +117,9 @@ class ScoreConfig:
 @dataclass
 class EvaluateConfig:
     bootstrap: int = 1000  # resamples of problems for 95% confidence intervals
-    subsets: int = 32  # random subsets of the n samples averaged for each best-of-N point
+    # Random subsets of the n samples averaged for each majority-vote@N point (best-of-N needs none: it is
+    # computed exactly, as the expectation over all N-subsets).
+    subsets: int = 32
     seed: int = 0
 
 
@@ -122,6 +127,9 @@ class EvaluateConfig:
 class ReportConfig:
     compare: list[str] = field(default_factory=list)  # other run folders for the comparison figure
     html_problems: int = 300  # test problems shown in report.html (0 = all)
+    # Samples per problem shown in full in report.html (verifier's top ones, plus the best-ranked correct one);
+    # the rest are listed as answer/score rows only, to keep the file small.
+    html_samples: int = 10
 
 
 @dataclass
@@ -245,7 +253,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         layers.append(("command line", OmegaConf.from_dotlist(list(overrides))))
     merged, where = schema, "defaults"
     try:
-        for where, layer in layers:
+        for layer_where, layer in layers:
+            where = layer_where
             merged = OmegaConf.merge(merged, layer)
         where = "config"
         cfg = OmegaConf.to_object(merged)

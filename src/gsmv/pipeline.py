@@ -11,6 +11,7 @@ simply redone when it is a cheap derived one (label, evaluate, report).
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,11 +19,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from accelerate import PartialState
-
 from gsmv.artifacts import RunPaths, atomic_write_json, atomic_write_text, read_json
 from gsmv.config import RunConfig, config_hash, to_dict, to_yaml
 from gsmv.errors import GsmvError
+from gsmv.runtime import partial_state
 
 
 def _finetune(cfg: RunConfig) -> Any:
@@ -202,12 +202,13 @@ def _reuse(cfg: RunConfig, stage: Stage, want: str, paths: RunPaths, manifest: M
 def run(cfg: RunConfig, start: str | None = None, until: str | None = None, only: list[str] | None = None,
         log: Callable[[str], None] = print) -> dict:
     """Run the selected stages in order; return the manifest data."""
-    state = PartialState()
+    state = partial_state(cfg)
     paths = RunPaths(cfg.run_dir)
     names = _select(cfg, start, until, only)
     hashes = stage_hashes(cfg)
     if state.is_main_process:
         paths.root.mkdir(parents=True, exist_ok=True)
+        _remove_partial_writes(paths.root)
         atomic_write_text(paths.config, to_yaml(cfg))
     state.wait_for_everyone()
     manifest = Manifest(paths.manifest)
@@ -246,6 +247,17 @@ def run(cfg: RunConfig, start: str | None = None, until: str | None = None, only
                          outputs=[str(p.relative_to(paths.root)) for p in stage.outputs(paths)])
         log(f"[{name}] done in {secs:.1f} s" + (f": {_short(summary)}" if summary else ""))
     return manifest.data
+
+
+def _remove_partial_writes(root: Path) -> None:
+    """Delete what a killed atomic write left behind (its temp files never replaced a real artifact)."""
+    for p in sorted(root.rglob(".*.tmp"), key=lambda q: len(q.parts), reverse=True):
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    for p in root.rglob(".*.old-*"):
+        shutil.rmtree(p, ignore_errors=True)
 
 
 def _short(summary: Any) -> str:

@@ -38,3 +38,12 @@ def seed_everything(seed: int) -> None:
 def rank_and_world() -> tuple[int, int]:
     """Rank and world size from the launcher's environment (torchrun / accelerate launch)."""
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def partial_state(cfg: RunConfig):
+    """accelerate's process state for this run. On a machine without CUDA, PartialState only makes
+    torchrun / `accelerate launch` ranks a gloo group when created with cpu=True (a bare PartialState()
+    there is one process per rank, world size 1), so create it first through this function."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=pick_device(cfg).type == "cpu")

@@ -101,3 +101,18 @@ def value_token_id(tok: PreTrainedTokenizerBase) -> int | None:
     if tid is None or tid == tok.unk_token_id:
         return None
     return int(tid)
+
+
+def encode_prompt(tok: PreTrainedTokenizerBase, prompt: str) -> list[int]:
+    """Token ids of a model input (format_prompt(question)), with the tokenizer's BOS if it uses one.
+
+    Prompt and solution are encoded separately, exactly as at sampling time (the sampler encodes
+    the prompt alone and generates after it), so training and sampling see the same tokens.
+    """
+    return list(tok(prompt, add_special_tokens=True)["input_ids"])
+
+
+def encode_solution(tok: PreTrainedTokenizerBase, solution: str, *, eos: bool = True) -> list[int]:
+    """Token ids of a solution text, followed by EOS (the training target)."""
+    ids = list(tok(solution, add_special_tokens=False)["input_ids"])
+    return ids + [tok.eos_token_id] if eos else ids

@@ -1,0 +1,1 @@
+"""GSM8K data: problems and splits, final answers, and the annotation calculator."""

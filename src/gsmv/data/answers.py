@@ -1,0 +1,109 @@
+"""Final answers: extract the number a solution ends with, normalize it, grade it.
+
+GSM8K references end in `#### N`; the paper's released model solutions
+(example_model_solutions.jsonl) end in `A: N` instead, so the marker is a
+parameter. Numbers are compared as exact decimals (never floats), so large
+integers and decimals like 0.1 compare exactly.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+from fractions import Fraction
+
+ANSWER_MARKER = "####"
+# The final-answer marker of the paper's example_model_solutions.jsonl.
+PAPER_MARKER = "A:"
+
+# A number as people write it: optional sign, digits with thousands commas, optional decimals
+# (`1,000`, `3.50`, `.5`, `18.`). A `/` and digits right after it make it a fraction (`3/4`).
+_NUMBER = r"[-+]?(?:\d[\d,]*(?:\.\d*)?|\.\d+)"
+_AFTER_MARKER = re.compile(rf"[ \t]*\$?[ \t]*(?P<num>{_NUMBER})(?:[ \t]*/[ \t]*(?P<den>\d+)(?![\d.]))?")
+# What normalize_answer accepts once `$`, commas, spaces and a trailing period are gone. No
+# exponents: `1e999999` would make Decimal→int build a million-digit integer.
+_PLAIN = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)")
+# Longest answer we accept: far above any GSM8K answer (at most 9 digits) and keeps Decimal cheap.
+MAX_ANSWER_CHARS = 64
+
+_marker_res: dict[str, re.Pattern[str]] = {}
+
+
+def _marker_re(marker: str) -> re.Pattern[str]:
+    if marker not in _marker_res:
+        # A word-like marker (`A:`) must not match inside a word (`DATA:`).
+        guard = r"(?<!\w)" if marker[:1].isalnum() else ""
+        _marker_res[marker] = re.compile(guard + re.escape(marker))
+    return _marker_res[marker]
+
+
+def normalize_answer(s: str | None) -> str | None:
+    """Canonical numeric string: "3.50"→"3.5", "1,000"→"1000", "-0"→"0", "5.0"→"5", "$18."→"18".
+
+    None when `s` is not a plain decimal number (words, exponents, fractions, empty).
+    """
+    if s is None:
+        return None
+    t = s.strip().replace(",", "").replace("$", "").replace(" ", "")
+    if t.endswith(".") and t.count(".") > 1:  # "3.5." : a sentence-ending period after a decimal
+        t = t[:-1]
+    if len(t) > MAX_ANSWER_CHARS or not _PLAIN.fullmatch(t):
+        return None
+    try:
+        d = Decimal(t)
+    except InvalidOperation:
+        return None
+    return format_decimal(d)
+
+
+def format_decimal(d: Decimal) -> str:
+    """Plain notation, no trailing zeros, integers without a point, and no negative zero."""
+    if d == d.to_integral_value():
+        return str(int(d))
+    return format(d, "f").rstrip("0").rstrip(".")
+
+
+def _fraction_to_answer(num: str, den: str) -> str | None:
+    """A written fraction (`3/4`) as its decimal when that decimal terminates (0.75); else None."""
+    n = normalize_answer(num)
+    if n is None or int(den) == 0:
+        return None
+    q = Fraction(n) / int(den)
+    d = q.denominator
+    for p in (2, 5):
+        while d % p == 0:
+            d //= p
+    if d != 1:
+        return None
+    return format_decimal(Decimal(q.numerator) / Decimal(q.denominator))
+
+
+def extract_answer(text: str, marker: str = ANSWER_MARKER) -> str | None:
+    """The number right after the LAST `marker` (`####`, or `A:` for the paper's model solutions).
+
+    `$`, thousands commas, spaces and a trailing period are dropped; signs and decimals are
+    kept; the result is normalized (see normalize_answer). None when the marker is missing or
+    not followed by a number. A written fraction counts when it is a terminating decimal.
+    """
+    last = None
+    for m in _marker_re(marker).finditer(text):
+        last = m
+    if last is None:
+        return None
+    m = _AFTER_MARKER.match(text, last.end())
+    if m is None:
+        return None
+    if m.group("den") is not None:
+        return _fraction_to_answer(m.group("num"), m.group("den"))
+    return normalize_answer(m.group("num"))
+
+
+def is_correct(completion: str, reference_answer: str, marker: str = ANSWER_MARKER) -> bool:
+    """Whether the completion's final answer equals the reference answer numerically.
+
+    `reference_answer` is a bare number (Problem.answer, e.g. "18" or "1,000"); a
+    completion without a parsable final answer is wrong.
+    """
+    got = extract_answer(completion, marker)
+    ref = normalize_answer(reference_answer)
+    return got is not None and ref is not None and got == ref

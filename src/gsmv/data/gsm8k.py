@@ -1,0 +1,133 @@
+"""GSM8K problems: load a folder of GSM8K-format jsonl or the HF dataset; train/val/test splits.
+
+A record is `{"question": ..., "answer": "...<<48/2=24>>24 ...\\n#### 72"}`. The val
+split is a fixed seeded sample of train (cfg.data.val_size, cfg.data.val_seed) and
+keeps its `train-NNNNN` ids, so every problem is traceable to its source line.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gsmv.config import RunConfig, data_dir
+from gsmv.data.answers import extract_answer
+from gsmv.errors import GsmvError
+
+SPLITS = ("train", "val", "test")
+HF_DATASET = ("openai/gsm8k", "main")
+_FIELDS = ("question", "answer")
+
+
+@dataclass(frozen=True)
+class Problem:
+    id: str  # source split + 0-based index in the source file: "train-00012"
+    question: str
+    solution: str  # the reference answer text: annotations and the final `#### N` line
+    answer: str  # the normalized final answer ("72")
+
+
+def format_prompt(question: str) -> str:
+    """The model input for a question; the training target is solution + EOS."""
+    return question + "\n"
+
+
+def _problem(rec: Any, split: str, index: int, where: str) -> Problem:
+    """One record → Problem, or a one-line GsmvError that starts with `where` (file:line)."""
+    if not isinstance(rec, Mapping):
+        raise GsmvError(f"{where}: expected a JSON object with 'question' and 'answer', got {type(rec).__name__}")
+    for name in _FIELDS:
+        if name not in rec:
+            raise GsmvError(f"{where}: missing field '{name}'")
+        if not isinstance(rec[name], str):
+            raise GsmvError(f"{where}: field '{name}' must be a string, got {type(rec[name]).__name__}")
+    answer = extract_answer(rec["answer"])
+    if answer is None:
+        why = "no '####' line" if "####" not in rec["answer"] else "no number after the last '####'"
+        raise GsmvError(f"{where}: field 'answer' has {why}")
+    return Problem(id=f"{split}-{index:05d}", question=rec["question"], solution=rec["answer"], answer=answer)
+
+
+def load_jsonl(path: str | Path, split: str) -> list[Problem]:
+    """Problems of one GSM8K-format jsonl file; ids are `{split}-{line index:05d}`.
+
+    Blank lines are skipped (they keep their index, so ids always match line numbers).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise GsmvError(
+            f"{path}: GSM8K file not found; set data.dir (or the GSMV_DATA_DIR environment variable) "
+            "to a folder with train.jsonl and test.jsonl"
+        )
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise GsmvError(f"{path}: cannot read ({e})") from None
+    problems = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        where = f"{path}:{i + 1}"
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise GsmvError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
+        problems.append(_problem(rec, split, i, where))
+    return problems
+
+
+def load_hf(split: str) -> list[Problem]:
+    """Problems of the Hugging Face `openai/gsm8k` (config `main`) split, through `datasets`."""
+    try:
+        import datasets
+    except ImportError:
+        raise GsmvError("data.source=hf needs the `datasets` package: pip install 'gsmv[hf]'") from None
+    try:
+        ds = datasets.load_dataset(*HF_DATASET)
+    except Exception as e:  # noqa: BLE001 - network, hub and cache errors come in many types
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise GsmvError(f"{HF_DATASET[0]}: cannot load the dataset ({msg}); use data.source=local") from None
+    if split not in ds:
+        raise GsmvError(f"{HF_DATASET[0]}: no split '{split}' (has {', '.join(ds.keys())})")
+    rows: Iterable[Any] = ds[split]
+    return [_problem(rec, split, i, f"{HF_DATASET[0]}:{split}:{i + 1}") for i, rec in enumerate(rows)]
+
+
+def _load_source(cfg: RunConfig, split: str) -> list[Problem]:
+    if cfg.data.source == "hf":
+        return load_hf(split)
+    return load_jsonl(data_dir(cfg) / f"{split}.jsonl", split)
+
+
+def split_val(train: list[Problem], val_size: int, seed: int) -> tuple[list[Problem], list[Problem]]:
+    """(train minus val, val): val is a seeded sample of val_size problems; both keep file order."""
+    if val_size == 0:
+        return list(train), []
+    if not 0 < val_size < len(train):
+        raise GsmvError(
+            f"config key 'data.val_size' is {val_size}: it must be >= 0 and leave train problems "
+            f"(train has {len(train)})"
+        )
+    chosen = set(random.Random(seed).sample(range(len(train)), val_size))
+    rest = [p for i, p in enumerate(train) if i not in chosen]
+    val = [p for i, p in enumerate(train) if i in chosen]
+    return rest, val
+
+
+def load_split(cfg: RunConfig, split: str) -> list[Problem]:
+    """The problems of `split` ∈ train/val/test, cut to the first cfg.data.<split>_limit (0 = all)."""
+    if split not in SPLITS:
+        raise GsmvError(f"unknown split '{split}': valid splits are {', '.join(SPLITS)}")
+    if split == "test":
+        problems = _load_source(cfg, "test")
+    else:
+        rest, val = split_val(_load_source(cfg, "train"), cfg.data.val_size, cfg.data.val_seed)
+        problems = rest if split == "train" else val
+    limit = getattr(cfg.data, f"{split}_limit")
+    if limit < 0:
+        raise GsmvError(f"config key 'data.{split}_limit' is {limit}: it must be >= 0 (0 = all)")
+    return problems[:limit] if limit > 0 else problems

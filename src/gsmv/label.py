@@ -1,0 +1,126 @@
+"""The label stage: grade every sampled solution by its final answer.
+
+The sampler already fills `is_correct`; this stage re-grades every sample shard of
+train / val / test / test_greedy against the references with
+`gsmv.data.answers.is_correct` (so a fix to answer parsing relabels old samples
+without resampling), rewrites a shard (atomically) only where a label changed, and
+writes run_dir/labels.json with, per split: problems, samples, correct, accuracy
+and coverage (the share of problems with at least one correct sample, the ceiling
+of any reranker).
+
+All shards are graded before anything is written, so a bad shard (a problem id
+that is not in its split, a missing column) stops the stage with one error line
+and leaves every file as it was.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from gsmv.artifacts import RunPaths, atomic_write_json, list_shards, write_parquet
+from gsmv.config import RunConfig
+from gsmv.errors import GsmvError
+
+SPLITS = ("train", "val", "test", "test_greedy")
+# Which problem split holds the references of a sample split.
+REFERENCE_SPLIT = {"train": "train", "val": "val", "test": "test", "test_greedy": "test"}
+LABEL_COLUMNS = ("problem_id", "text", "is_correct")
+
+
+@dataclass
+class GradedShard:
+    path: Path
+    problem_ids: list[str]
+    correct: np.ndarray  # bool, the new labels
+    changed: int  # rows whose stored label differs (null counts as different)
+
+
+def read_columns(path: Path, columns: tuple[str, ...]) -> pa.Table:
+    try:
+        schema = pq.read_schema(path)
+    except Exception as e:  # noqa: BLE001 - pyarrow raises many types for a bad file
+        raise GsmvError(f"{path}: unreadable Parquet shard ({e})") from None
+    missing = [c for c in columns if c not in schema.names]
+    if missing:
+        raise GsmvError(f"{path}: missing column(s) {', '.join(missing)} (not a sample shard?)")
+    return pq.read_table(path, columns=list(columns))
+
+
+def grade_shard(path: Path, answers: dict[str, str], split: str) -> GradedShard:
+    """Grade one sample shard; GsmvError naming the file and row for an unknown problem id."""
+    from gsmv.data.answers import is_correct
+
+    t = read_columns(path, LABEL_COLUMNS)
+    pids = t.column("problem_id").to_pylist()
+    texts = t.column("text").to_pylist()
+    old = t.column("is_correct").to_pylist()
+    new = np.zeros(len(pids), dtype=bool)
+    for i, (pid, text) in enumerate(zip(pids, texts, strict=True)):
+        if pid not in answers:
+            raise GsmvError(f"{path}: row {i}: problem_id {pid!r} is not in the '{REFERENCE_SPLIT[split]}' split "
+                            f"({len(answers)} problems; were these samples made with other data settings?)")
+        new[i] = is_correct(text or "", answers[pid])
+    changed = sum(o is None or bool(o) != bool(n) for o, n in zip(old, new, strict=True))
+    return GradedShard(path, pids, new, changed)
+
+
+def rewrite_labels(shard: GradedShard) -> None:
+    """Replace the shard's is_correct column, keeping every other column and the schema's order."""
+    t = pq.read_table(shard.path)
+    i = t.schema.get_field_index("is_correct")
+    t = t.set_column(i, pa.field("is_correct", pa.bool_()), pa.array(shard.correct, type=pa.bool_()))
+    write_parquet(shard.path, t)
+
+
+def split_stats(shards: list[GradedShard]) -> dict:
+    per_problem: dict[str, bool] = {}
+    n = correct = changed = 0
+    for s in shards:
+        n += len(s.problem_ids)
+        correct += int(s.correct.sum())
+        changed += s.changed
+        for pid, c in zip(s.problem_ids, s.correct, strict=True):
+            per_problem[pid] = per_problem.get(pid, False) or bool(c)
+    problems = len(per_problem)
+    return {
+        "problems": problems,
+        "samples": n,
+        "correct": correct,
+        "accuracy": correct / n if n else 0.0,
+        "coverage": sum(per_problem.values()) / problems if problems else 0.0,
+        "relabeled": changed,
+        "shards": len(shards),
+    }
+
+
+def main(cfg: RunConfig) -> dict:
+    """Grade all sample shards; rewrite changed labels; write and return labels.json's content.
+
+    Runs on the main process only (the pipeline marks it so); it uses no collectives."""
+    from gsmv.data.gsm8k import load_split
+
+    paths = RunPaths(cfg.run_dir)
+    graded: dict[str, list[GradedShard]] = {}
+    references: dict[str, dict[str, str]] = {}
+    for split in SPLITS:
+        shards = list_shards(paths.samples(split))
+        if not shards:
+            continue
+        ref = REFERENCE_SPLIT[split]
+        if ref not in references:
+            references[ref] = {p.id: p.answer for p in load_split(cfg, ref)}
+        graded[split] = [grade_shard(p, references[ref], split) for p in shards]
+    if not graded:
+        raise GsmvError(f"{paths.root / 'samples'}: no sample shards to label (run the sample stage first)")
+    for shards in graded.values():
+        for s in shards:
+            if s.changed:
+                rewrite_labels(s)
+    labels = {split: split_stats(shards) for split, shards in graded.items()}
+    atomic_write_json(paths.root / "labels.json", labels)
+    return labels

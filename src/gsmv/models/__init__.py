@@ -1,0 +1,1 @@
+"""Models: tokenizers, causal-LM loading and presets, the verifier."""

@@ -1,0 +1,335 @@
+"""The verifier: a causal LM of the generator's architecture plus a scalar value head.
+
+`Verifier.forward` returns, at every position, the probability that the solution
+read so far ends up correct (the "value"), and optionally the LM's next-token
+logits for the joint language-modelling loss.
+
+Heads (cfg.verifier.head):
+
+- "token" (the paper's): a learned gain and bias on the logit the LM's own
+  unembedding gives one reserved token, `<|value|>`:
+      value = sigmoid(gain * logit_value_token + bias)
+  The paper describes the head as a gain and a bias that shift and scale the
+  logit of a special vocabulary token, so the head starts from the LM and needs
+  no new weight matrix. We add the sigmoid so that the value is a probability
+  (MSE against a 0/1 label then cannot overshoot, and a BCE loss is available);
+  the gain and bias are float32 scalars. Only the reserved token's row of the
+  unembedding is evaluated, so reading values costs one dot product per
+  position rather than a full vocabulary projection. Tokenizers without the
+  token (hub models) get it added as a special token; the embedding matrix is
+  resized only when the new id falls outside it (mean-initialised by
+  transformers), so the head still starts from an unembedding row.
+- "linear": a zero-initialised nn.Linear(hidden, 1) on the final hidden state
+  (value 0.5 everywhere at the start).
+
+A verifier folder holds the LM (save_pretrained), its tokenizer, value_head.safetensors
+and verifier_config.json; `load_verifier(path, dtype, device)` restores it in one call.
+
+Known limit: the LM's logits are computed as `output_embeddings(final hidden)`, which
+ignores model-specific logit post-processing (Gemma-2 soft-capping, Cohere's
+logit_scale); Llama-, GPT-2-, Qwen- and Mistral-style models have none.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from gsmv.errors import GsmvError
+
+HEADS = ("token", "linear")
+CONFIG_NAME = "verifier_config.json"
+HEAD_NAME = "value_head.safetensors"
+DEFAULT_VALUE_TOKEN = "<|value|>"
+
+
+@dataclass
+class VerifierOutput:
+    values: torch.Tensor  # (B, T) float32 probability of a correct solution after each position
+    value_logits: torch.Tensor  # (B, T) float32, before the sigmoid
+    logits: torch.Tensor | None  # (B, T, V) LM logits, (N, V) when a logits_mask was given, or None
+
+
+class Verifier(nn.Module):
+    """A Hugging Face causal LM with a value head (see the module docstring)."""
+
+    def __init__(self, lm: nn.Module, head: str = "token", value_token_id: int | None = None,
+                 tokenizer: Any = None):
+        super().__init__()
+        if head not in HEADS:
+            raise GsmvError(f"verifier head '{head}': valid heads are {', '.join(HEADS)}")
+        self.lm = lm
+        self.head = head
+        self.tokenizer = tokenizer  # saved alongside; not a module
+        self.value_token_id = value_token_id
+        if head == "token":
+            n_out = lm.get_output_embeddings().weight.shape[0]
+            if value_token_id is None or not 0 <= value_token_id < n_out:
+                raise GsmvError(f"verifier token head: value token id {value_token_id} is not in the "
+                                f"LM's output vocabulary (size {n_out})")
+            self.gain = nn.Parameter(torch.ones((), dtype=torch.float32))
+            self.bias = nn.Parameter(torch.zeros((), dtype=torch.float32))
+        else:
+            hidden = lm.get_output_embeddings().weight.shape[1]
+            self.linear = nn.Linear(hidden, 1, dtype=torch.float32,
+                                    device=lm.get_output_embeddings().weight.device)
+            nn.init.zeros_(self.linear.weight)
+            nn.init.zeros_(self.linear.bias)
+
+    # -- forward -------------------------------------------------------------------------------
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """Final hidden states (after the last norm), the input of the unembedding."""
+        base = self.lm.base_model
+        if base is not self.lm:
+            return base(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)[0]
+        out = self.lm(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True,
+                      use_cache=False)
+        return out.hidden_states[-1]
+
+    def value_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self.head == "linear":
+            return self.linear(hidden.to(self.linear.weight.dtype)).float().squeeze(-1)
+        emb = self.lm.get_output_embeddings()
+        row = emb.weight[self.value_token_id]
+        z = hidden @ row
+        if getattr(emb, "bias", None) is not None:
+            z = z + emb.bias[self.value_token_id]
+        return self.gain.float() * z.float() + self.bias.float()
+
+    def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.lm.get_output_embeddings()(hidden)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
+                return_logits: bool = True, logits_mask: torch.Tensor | None = None) -> VerifierOutput:
+        """Values at every position; LM logits everywhere (return_logits), only at the True
+        positions of `logits_mask` (flattened to (N, V): the joint loss needs them on solution
+        tokens only), or not at all (scoring)."""
+        hidden = self.hidden_states(input_ids, attention_mask)
+        vl = self.value_logits(hidden)
+        logits = None
+        if logits_mask is not None:
+            logits = self.lm_logits(hidden[logits_mask])
+        elif return_logits:
+            logits = self.lm_logits(hidden)
+        return VerifierOutput(values=torch.sigmoid(vl), value_logits=vl, logits=logits)
+
+    # -- head initialisation -------------------------------------------------------------------
+    @torch.no_grad()
+    def calibrate_head(self, z: torch.Tensor, target_rate: float) -> None:
+        """Token head: set gain and bias from reserved-token logits `z` seen on training data so
+        that the initial values are centred on the label base rate with unit spread in logit space.
+
+        A trained LM pushes the logit of a token it never saw far below the others, so with
+        gain 1 and bias 0 every value starts near 0, where the sigmoid's gradient vanishes.
+        Rescaling keeps the value a monotone function of the reserved token's logit."""
+        if self.head != "token" or z.numel() == 0:
+            return
+        z = z.float()
+        std = float(z.std()) if z.numel() > 1 else 1.0
+        gain = 1.0 / max(std, 1.0)
+        rate = min(max(target_rate, 0.02), 0.98)
+        self.gain.fill_(gain)
+        self.bias.fill_(math.log(rate / (1 - rate)) - gain * float(z.mean()))
+
+    @torch.no_grad()
+    def reserved_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The LM's logit of the reserved token at each position (before gain and bias)."""
+        emb = self.lm.get_output_embeddings()
+        z = hidden @ emb.weight[self.value_token_id]
+        if getattr(emb, "bias", None) is not None:
+            z = z + emb.bias[self.value_token_id]
+        return z.float()
+
+    # -- scoring -------------------------------------------------------------------------------
+    def score_sequences(self, sequences: Sequence[Sequence[int]], starts: Sequence[int], *, batch_size: int,
+                        pad_id: int, max_len: int | None = None, progress: bool = False,
+                        desc: str = "score") -> list[tuple[float, np.ndarray]]:
+        """(final value, values at positions starts[i]..end) for each sequence; see score_sequences."""
+        return score_sequences(self, sequences, starts, batch_size=batch_size, pad_id=pad_id, max_len=max_len,
+                               progress=progress, desc=desc)
+
+    # -- persistence ---------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, path: str | Path, dtype: torch.dtype | None = torch.float32,
+                        device: torch.device | str | None = None) -> Verifier:
+        """load_verifier without the tokenizer in the return value (it is on `.tokenizer`)."""
+        return load_verifier(path, dtype=dtype, device=device)[0]
+
+    def head_state(self) -> dict[str, torch.Tensor]:
+        if self.head == "token":
+            return {"gain": self.gain.detach().float().cpu().reshape(1),
+                    "bias": self.bias.detach().float().cpu().reshape(1)}
+        return {"weight": self.linear.weight.detach().float().cpu().contiguous(),
+                "bias": self.linear.bias.detach().float().cpu().contiguous()}
+
+    @torch.no_grad()
+    def load_head_state(self, state: dict[str, torch.Tensor], where: str = HEAD_NAME) -> None:
+        try:
+            if self.head == "token":
+                self.gain.copy_(state["gain"].reshape(()))
+                self.bias.copy_(state["bias"].reshape(()))
+            else:
+                self.linear.weight.copy_(state["weight"])
+                self.linear.bias.copy_(state["bias"])
+        except (KeyError, RuntimeError) as e:
+            raise GsmvError(f"{where}: value head does not match a '{self.head}' head ({e})") from None
+
+    def save_pretrained(self, folder: str | Path, tokenizer: Any = None,
+                        state_dict: dict[str, torch.Tensor] | None = None, **kwargs: Any) -> None:
+        """LM + tokenizer (save_pretrained) + value_head.safetensors + verifier_config.json.
+
+        `state_dict` (the Verifier's, e.g. gathered by accelerate under FSDP) overrides the live
+        weights: "lm."-prefixed keys go to the LM, the rest is the head."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        head = self.head_state()
+        if state_dict is not None:
+            lm_sd = {k[3:]: v for k, v in state_dict.items() if k.startswith("lm.")}
+            kwargs["state_dict"] = lm_sd
+            names = {"gain": "gain", "bias": "bias"} if self.head == "token" else \
+                {"linear.weight": "weight", "linear.bias": "bias"}
+            for key, name in names.items():
+                if key in state_dict:
+                    head[name] = state_dict[key].detach().float().cpu().reshape(head[name].shape).contiguous()
+        self.lm.save_pretrained(folder, **kwargs)
+        tok = tokenizer if tokenizer is not None else self.tokenizer
+        if tok is not None:
+            tok.save_pretrained(folder)
+        save_file(head, str(folder / HEAD_NAME))
+        (folder / CONFIG_NAME).write_text(json.dumps(
+            {"head": self.head, "value_token_id": self.value_token_id,
+             "value_token": _token_string(tok, self.value_token_id)}, indent=2) + "\n")
+
+
+@torch.inference_mode()
+def score_sequences(model: nn.Module, sequences: Sequence[Sequence[int]], starts: Sequence[int], *,
+                    batch_size: int, pad_id: int, max_len: int | None = None, min_batches: int = 0,
+                    progress: bool = False, desc: str = "score") -> list[tuple[float, np.ndarray]]:
+    """(final value, values at positions starts[i]..end) for each sequence, in input order.
+
+    `model` is a Verifier or a wrapper of one (DDP, FSDP) called as model(ids, mask, return_logits=False).
+    Batches are made of sequences of similar length (sorted, longest first) to cut padding.
+    Sequences longer than max_len keep their last max_len tokens (the final token is where a
+    solution is scored); values of solution tokens cut off that way are NaN. With min_batches,
+    extra forward passes on a dummy row pad the count: wrapped models run collectives in forward,
+    so every rank must make the same number of calls.
+    """
+    device = next(model.parameters()).device
+    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
+    out: list[tuple[float, np.ndarray]] = [(float("nan"), np.zeros(0, np.float32))] * len(sequences)
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    for batch in tqdm(batches, desc=desc, disable=not progress, unit="batch"):
+        rows, cuts = [], []
+        for i in batch:
+            seq = list(sequences[i])
+            if not seq:
+                raise GsmvError(f"score_sequences: sequence {i} is empty")
+            cut = max(0, len(seq) - max_len) if max_len else 0
+            rows.append(seq[cut:])
+            cuts.append(cut)
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for j, r in enumerate(rows):
+            ids[j, :len(r)] = torch.tensor(r, dtype=torch.long)
+            mask[j, :len(r)] = 1
+        values = model(ids.to(device), mask.to(device), return_logits=False).values.float().cpu().numpy()
+        for j, i in enumerate(batch):
+            n = len(rows[j])
+            start = starts[i] - cuts[j]
+            v = values[j, max(start, 0):n].astype(np.float32)
+            if start < 0:
+                v = np.concatenate([np.full(-start, np.nan, np.float32), v])
+            out[i] = (float(values[j, n - 1]), v)
+    dummy = torch.full((1, 1), pad_id, dtype=torch.long, device=device)
+    for _ in range(len(batches), min_batches):
+        model(dummy, torch.ones_like(dummy), return_logits=False)
+    return out
+
+
+def prompt_ids(tokenizer: Any, question: str) -> list[int]:
+    """The token ids the verifier reads before a solution: format_prompt(question), encoded the way
+    the generator saw it in fine-tuning (the tokenizer's own special tokens, e.g. a BOS, included)."""
+    from gsmv.data.gsm8k import format_prompt
+    from gsmv.models.tokenizer import encode_prompt
+
+    return encode_prompt(tokenizer, format_prompt(question))
+
+
+def max_positions(lm: nn.Module) -> int | None:
+    """The longest sequence the LM's position embeddings allow (None when unbounded or unknown)."""
+    cfg = getattr(lm, "config", None)
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        v = getattr(cfg, key, None)
+        if isinstance(v, int) and v > 0:
+            return v
+    return None
+
+
+def _token_string(tok: Any, tid: int | None) -> str | None:
+    if tok is None or tid is None:
+        return None
+    return tok.convert_ids_to_tokens(tid)
+
+
+def ensure_value_token(lm: nn.Module, tokenizer: Any, value_token: str = DEFAULT_VALUE_TOKEN) -> int:
+    """The id of `value_token`, adding it to the tokenizer (and the embeddings if needed) when absent."""
+    tid = tokenizer.convert_tokens_to_ids(value_token)
+    if tid is None or (tokenizer.unk_token_id is not None and tid == tokenizer.unk_token_id):
+        tokenizer.add_tokens([value_token], special_tokens=True)
+        tid = tokenizer.convert_tokens_to_ids(value_token)
+    n_rows = lm.get_output_embeddings().weight.shape[0]
+    if tid >= n_rows:
+        lm.resize_token_embeddings(tid + 1, mean_resizing=True)
+    return int(tid)
+
+
+def build_verifier(name_or_path: str | Path, *, head: str = "token", value_token: str = DEFAULT_VALUE_TOKEN,
+                   dtype: torch.dtype | None = torch.float32, device: torch.device | str | None = None,
+                   dropout: float = 0.0) -> tuple[Verifier, Any]:
+    """A fresh verifier from a model folder, hub id or preset (the LM weights are its start)."""
+    from gsmv.models.loading import load_model_and_tokenizer
+
+    lm, tok = load_model_and_tokenizer(str(name_or_path), dtype=dtype, device=device or "cpu", dropout=dropout)
+    tid = ensure_value_token(lm, tok, value_token) if head == "token" else None
+    ver = Verifier(lm, head=head, value_token_id=tid, tokenizer=tok)
+    if device is not None:
+        ver.to(device)
+    return ver, tok
+
+
+def load_verifier(path: str | Path, dtype: torch.dtype | None = torch.float32, device: torch.device | str | None = None,
+                  dropout: float = 0.0) -> tuple[Verifier, Any]:
+    """Restore a folder written by Verifier.save_pretrained; returns (verifier in eval mode, tokenizer)."""
+    from gsmv.models.loading import load_model_and_tokenizer
+
+    path = Path(path)
+    cfg_path = path / CONFIG_NAME
+    if not cfg_path.is_file():
+        raise GsmvError(f"{path}: not a verifier folder (no {CONFIG_NAME}; has train-verifier run?)")
+    try:
+        meta = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as e:
+        raise GsmvError(f"{cfg_path}:{e.lineno}: invalid JSON ({e.msg})") from None
+    if meta.get("head") not in HEADS:
+        raise GsmvError(f"{cfg_path}: 'head' is {meta.get('head')!r}: valid heads are {', '.join(HEADS)}")
+    head_path = path / HEAD_NAME
+    if not head_path.is_file():
+        raise GsmvError(f"{path}: no {HEAD_NAME} (an incomplete verifier folder)")
+    lm, tok = load_model_and_tokenizer(str(path), dtype=dtype, device=device or "cpu", dropout=dropout)
+    ver = Verifier(lm, head=meta["head"], value_token_id=meta.get("value_token_id"), tokenizer=tok)
+    ver.load_head_state(load_file(str(head_path)), str(head_path))
+    if device is not None:
+        ver.to(device)
+    ver.eval()
+    return ver, tok

@@ -1,0 +1,232 @@
+"""The report stage: plots/*.png, report.md (tables + plots) and report.html (the sample viewer).
+
+Reads run_dir/results.json (running the evaluate stage first when it is missing), the test
+samples and scores (for the viewer and the score histogram), metrics.jsonl (training curves),
+the paper's released results (a reference row, when example_model_solutions.jsonl is found next
+to the GSM8K data), and the results of the runs in cfg.report.compare (ablations).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from gsmv.artifacts import RunPaths, atomic_write_text, read_json, read_metrics
+from gsmv.config import RunConfig, data_dir
+from gsmv.errors import GsmvError
+
+log = logging.getLogger(__name__)
+
+REFERENCE_FILE = "example_model_solutions.jsonl"
+HEADLINE = ("test@1", "pass@1", "majority_vote", "best_of_n", "oracle", "verifier_auc")
+COMPARE_HEADER = {"test@1": "test@1", "pass@1": "pass@1", "majority_vote": "majority vote",
+                  "best_of_n": "best-of-N", "oracle": "coverage", "verifier_auc": "AUC"}
+
+
+def _cell(name: str, metric: dict | None, ci: bool = True) -> str:
+    from gsmv.evaluate import fmt_metric
+
+    v, c = fmt_metric(name, metric)
+    return f"{v} {c}".strip() if ci else v
+
+
+def _label(name: str, n: int) -> str:
+    from gsmv.evaluate import METRIC_LABELS
+
+    label = METRIC_LABELS.get(name, name)
+    if name == "best_of_n":
+        return f"verifier best-of-{n}"
+    if name == "oracle":
+        return f"coverage (oracle pass@{n})"
+    if name == "majority_vote":
+        return f"majority vote over {n}"
+    return label
+
+
+def _run_summary(run_dir: Path) -> dict[str, Any]:
+    """What distinguishes a run in a comparison: its name and verifier settings, from its config.yaml."""
+    from omegaconf import OmegaConf
+
+    out: dict[str, Any] = {"name": run_dir.name}
+    cfg_path = RunPaths(run_dir).config
+    if cfg_path.exists():
+        try:
+            c = OmegaConf.to_container(OmegaConf.load(cfg_path))
+        except Exception:  # noqa: BLE001 - a bad config.yaml only loses the labels
+            c = {}
+        if isinstance(c, dict):
+            out["name"] = c.get("name", run_dir.name)
+            v = c.get("verifier") or {}
+            out["level"] = v.get("level")
+            out["lm_weight"] = v.get("lm_weight")
+            out["dropout"] = v.get("dropout")
+            out["model"] = (c.get("model") or {}).get("name")
+    return out
+
+
+def _compare(cfg: RunConfig, results: dict) -> dict[str, tuple[dict, dict]]:
+    """label → (run summary, results) for this run and every run in cfg.report.compare."""
+    runs = {cfg.name: (_run_summary(cfg.run_dir), results)}
+    for folder in cfg.report.compare:
+        p = RunPaths(folder)
+        if not p.results.exists():
+            raise GsmvError(f"{p.results}: file not found (report.compare lists {folder}; run `gsmv evaluate` "
+                            "for that run first)")
+        res = read_json(p.results)
+        if not isinstance(res, dict) or "curves" not in res or "metrics" not in res:
+            raise GsmvError(f"{p.results}: not a gsmv results.json (no 'metrics' and 'curves')")
+        summary = _run_summary(Path(folder))
+        label = summary["name"]
+        while label in runs:
+            label += "'"
+        runs[label] = (summary, res)
+    return runs
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def _curve_table(results: dict, keys: list[tuple[str, str]], xname: str) -> str:
+    from gsmv.evaluate import pct
+
+    curves = results["curves"]
+    xs = sorted({x for k, _ in keys if k in curves for x in curves[k]["x"]})
+    rows = []
+    for x in xs:
+        row = [str(x)]
+        for k, _ in keys:
+            cur = curves.get(k)
+            if cur and x in cur["x"]:
+                i = cur["x"].index(x)
+                row.append(f"{pct(cur['value'][i])} [{pct(cur['ci_low'][i])}, {pct(cur['ci_high'][i])}]")
+            else:
+                row.append("")
+        rows.append(row)
+    return _md_table([xname, *[t for _, t in keys]], rows)
+
+
+def build_markdown(cfg: RunConfig, results: dict, reference: dict | None, plots: dict[str, Path | None],
+                   runs: dict[str, tuple[dict, dict]]) -> str:
+    from gsmv.evaluate import REFERENCE_LABELS, fmt_metric
+
+    n = results["n_samples"]
+    rel = {k: (f"plots/{p.name}" if p is not None else None) for k, p in plots.items()}
+    b = results["bootstrap"]
+    lines = [
+        f"# gsmv report: {cfg.name}",
+        "",
+        f"Generated {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}. Model `{cfg.model.name}`; verifier "
+        f"{cfg.verifier.level}-level, LM loss weight {cfg.verifier.lm_weight}, dropout {cfg.verifier.dropout}. "
+        f"Test split: {results['n_problems']} problems, {n} samples each (T={cfg.sample.temperature}). "
+        f"Accuracies are % of test problems; brackets are 95% bootstrap confidence intervals over problems "
+        f"({b['resamples']} resamples, seed {b['seed']}).",
+        "",
+        "## Results",
+        "",
+    ]
+    rows = [[_label(k, n), *fmt_metric(k, results["metrics"].get(k))] for k in HEADLINE]
+    rows.append(["verifier AUC (within problem)", *fmt_metric("verifier_auc_within",
+                                                                results["metrics"].get("verifier_auc_within"))])
+    lines += [_md_table(["method", "value", "95% CI"], rows), ""]
+    if results["metrics"].get("test@1") is None:
+        lines += ["test@1 is absent: this run has no greedy (T=0) samples (sample.greedy_test=false).", ""]
+    if reference is not None:
+        lines += [
+            "Paper reference (Cobbe et al. 2021), recomputed with the same code from the released per-problem "
+            f"results `{REFERENCE_FILE}` ({reference['n_problems']} problems; GPT-3 6B/175B, full GSM8K train):",
+            "",
+            _md_table(["paper", "accuracy", "95% CI"],
+                      [[REFERENCE_LABELS.get(m, m), *fmt_metric(m, v)] for m, v in reference["models"].items()]),
+            "",
+        ]
+    d = results.get("diagnostics", {})
+    from gsmv.evaluate import pct
+
+    lines += [f"Samples with a final answer: {pct(d.get('answered'))}%; stopped at EOS: {pct(d.get('finished'))}%"
+              + (f"; mean length {d['mean_tokens']:.1f} tokens." if d.get("mean_tokens") is not None else "."), ""]
+    lines += ["## Accuracy vs number of samples (paper Fig. 7a)", ""]
+    if rel.get("scaling"):
+        lines += [f"![accuracy vs N]({rel['scaling']})", ""]
+    lines += ["Verifier best-of-N is the exact expectation over all N-subsets of the samples; majority vote over N is "
+              f"averaged over {results.get('majority_subsets', '?')} random subsets per problem.", "",
+              _curve_table(results, [("best_of_n", "verifier best-of-N"), ("majority_vote", "majority vote"),
+                                     ("pass_at_k", "pass@N")], "N"), ""]
+    if "top_k_voting" in results["curves"]:
+        lines += ["## Verifier top-k voting (paper Fig. 7b)", ""]
+        if rel.get("top_k"):
+            lines += [f"![top-k voting]({rel['top_k']})", ""]
+        lines += ["The k samples the verifier ranks highest vote on the final answer.", "",
+                  _curve_table(results, [("top_k_voting", "top-k voting")], "k"), ""]
+    if rel.get("scores"):
+        lines += ["## Verifier scores", "", f"![score histogram]({rel['scores']})", ""]
+    lines += ["## Training curves", ""]
+    lines += [f"![training curves]({rel['training']})", ""] if rel.get("training") else \
+        ["No training metrics in metrics.jsonl.", ""]
+    if len(runs) > 1:
+        lines += ["## Comparison of runs", ""]
+        if rel.get("compare"):
+            lines += [f"![comparison]({rel['compare']})", ""]
+        header = ["run", "verifier", "LM weight", "dropout", "N", *[COMPARE_HEADER[k] for k in HEADLINE]]
+        rows = []
+        for label, (s, res) in runs.items():
+            rows.append([label, str(s.get("level", "")), str(s.get("lm_weight", "")), str(s.get("dropout", "")),
+                         str(res.get("n_samples", "")),
+                         *[_cell(k, res["metrics"].get(k), ci=k in ("best_of_n", "test@1")) for k in HEADLINE]])
+        lines += [_md_table(header, rows), ""]
+    lines += ["## Sample viewer", "",
+              f"[report.html](report.html): the first {cfg.report.html_problems or 'all'} test problems with their "
+              "samples ranked by the verifier, per-token verifier values and filters.", ""]
+    return "\n".join(lines)
+
+
+def main(cfg: RunConfig) -> dict:
+    """Write plots/*.png, report.md and report.html in cfg's run folder; return what was written."""
+    from accelerate import PartialState
+
+    from gsmv import evaluate
+    from gsmv.report import html as html_mod
+    from gsmv.report import plots
+
+    paths = RunPaths(cfg.run_dir)
+    if paths.results.exists():
+        results = read_json(paths.results)
+        if not isinstance(results, dict) or results.get("kind") != "run":
+            raise GsmvError(f"{paths.results}: not a gsmv results.json (rerun `gsmv evaluate`)")
+    else:
+        results = evaluate.main(cfg)
+    if not PartialState().is_main_process:
+        return {}
+    ref_path = data_dir(cfg) / REFERENCE_FILE
+    reference = evaluate.evaluate_reference(ref_path, cfg.evaluate.bootstrap, cfg.evaluate.seed) \
+        if ref_path.exists() else None
+    runs = _compare(cfg, results)
+
+    data = evaluate.load_run(cfg, sample_columns=["text", "tokens"], score_columns=["token_values"],
+                             greedy_columns=["text"])
+    if data.n != results["n_samples"] or len(data.problems) != results["n_problems"]:
+        raise GsmvError(f"{paths.results}: made for {results['n_problems']} x {results['n_samples']} samples, "
+                        f"the run folder has {len(data.problems)} x {data.n} (rerun `gsmv evaluate`)")
+    written: dict[str, Path | None] = {
+        "scaling": plots.plot_scaling(results, paths.plots / "scaling.png"),
+        "top_k": plots.plot_top_k(results, paths.plots / "top_k.png") if "top_k_voting" in results["curves"]
+        else None,
+        "scores": plots.plot_score_hist(data.scores, data.correct, paths.plots / "scores.png")
+        if data.scores is not None else None,
+        "training": plots.plot_training(read_metrics(paths.metrics), paths.plots / "training.png"),
+        "compare": plots.plot_compare({k: r for k, (_, r) in runs.items()}, paths.plots / "compare.png")
+        if len(runs) > 1 else None,
+    }
+    atomic_write_text(paths.report_md, build_markdown(cfg, results, reference, written, runs))
+
+    tokenizer = html_mod.load_tokenizer(cfg.run_dir)
+    payload = html_mod.viewer_data(data, results, max_problems=cfg.report.html_problems,
+                                   max_samples=cfg.report.html_samples, tokenizer=tokenizer, run_name=cfg.name)
+    atomic_write_text(paths.report_html, html_mod.render_html(payload))
+    return {"report_md": str(paths.report_md), "report_html": str(paths.report_html),
+            "plots": len([p for p in written.values() if p is not None]),
+            "html_problems": payload["shown_problems"], "token_colours": tokenizer is not None}

@@ -1,0 +1,489 @@
+"""report.html: a self-contained viewer of test problems and their samples ranked by the verifier.
+
+One file, no external URLs: inline CSS and JS, the data embedded as JSON. For each problem it
+shows the question, the reference solution, the greedy sample, and the samples ranked by
+verifier score with correct/wrong marks; where the scores carry per-token values, each token's
+background is coloured by the verifier's value after it (red 0 → green 1). Filters: verifier
+picked wrong (the top sample is wrong though some sample is right), no correct sample, verifier
+picked right, and a search box. The filter and search live in the URL hash
+(`#filter=wrong&q=apples`), so a view can be linked (and tested with a headless browser).
+
+Size is kept down by showing cfg.report.html_problems problems and, per problem, only the
+cfg.report.html_samples top-ranked samples in full (plus the best-ranked correct one when it is
+lower); the others are listed as rank / score / answer rows.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from gsmv.artifacts import RunPaths
+
+log = logging.getLogger(__name__)
+
+CATEGORIES = {"right": "verifier picked right", "wrong": "verifier picked wrong", "none": "no correct sample"}
+
+
+def load_tokenizer(run_dir: str | Path) -> Any | None:
+    """The generator's tokenizer (the sample token ids are its ids), else the verifier's, else run_dir/tokenizer."""
+    from transformers import AutoTokenizer
+
+    paths = RunPaths(run_dir)
+    for folder in (paths.generator_final, paths.verifier_final, paths.tokenizer):
+        if not (folder / "tokenizer_config.json").exists() and not (folder / "tokenizer.json").exists():
+            continue
+        try:
+            return AutoTokenizer.from_pretrained(str(folder))
+        except Exception as e:  # noqa: BLE001 - any tokenizer failure means plain-text fallback
+            log.warning("report.html: cannot load the tokenizer in %s (%s); trying the next", folder, e)
+    return None
+
+
+def _batch_decoder(tokenizer: Any):
+    """Decode many id lists at once, skipping special tokens and without cleanup of spaces."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:  # the Rust tokenizer directly: transformers' per-call overhead dominates otherwise
+        return lambda seqs: backend.decode_batch(seqs, skip_special_tokens=True)
+    return lambda seqs: tokenizer.batch_decode(seqs, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+
+def _anchor_id(tokenizer: Any) -> int | None:
+    try:
+        ids = tokenizer.encode("x", add_special_tokens=False)
+    except Exception:  # noqa: BLE001 - no encode: skip the anchored pass
+        return None
+    return ids[0] if len(ids) == 1 else None
+
+
+def _pieces_pass(decode, id_lists: list[list[int]], prefix: list[int]) -> list[list[str] | None]:
+    """Each token's text, decoded after `prefix` (whose own text is removed); None where that fails.
+
+    Tokens that hold part of a multi-byte character decode to U+FFFD alone; a run of them is decoded
+    together and its text given to the run's last token (the others get "").
+    """
+    head = decode([prefix])[0] if prefix else ""
+    uniq = sorted({t for ids in id_lists for t in ids})
+    alone = dict(zip(uniq, decode([prefix + [t] for t in uniq]), strict=True))
+    out: list[list[str] | None] = []
+    runs: list[tuple[int, int, int]] = []  # (sample, first, last) token index of runs to decode together
+    for i, ids in enumerate(id_lists):
+        texts = [alone[t] for t in ids]
+        if not all(x.startswith(head) for x in texts):
+            out.append(None)
+            continue
+        pieces = [x[len(head):] for x in texts]
+        j = 0
+        while j < len(pieces):
+            if "\ufffd" in pieces[j]:
+                k = j
+                while k + 1 < len(pieces) and "\ufffd" in pieces[k + 1]:
+                    k += 1
+                runs.append((i, j, k))
+                j = k + 1
+            else:
+                j += 1
+        out.append(pieces)
+    if runs:
+        merged = decode([prefix + id_lists[i][a:b + 1] for i, a, b in runs])
+        for (i, a, b), x in zip(runs, merged, strict=True):
+            pieces = out[i]
+            if pieces is None or not x.startswith(head):
+                out[i] = None
+                continue
+            pieces[a:b + 1] = [""] * (b - a) + [x[len(head):]]
+    return out
+
+
+def token_pieces_batch(tokenizer: Any, id_lists: list[list[int]], texts: list[str]) -> list[list[str] | None]:
+    """The text of each token of each sample, joining into the sample's text (modulo outer whitespace).
+
+    Passes, cheapest first (each distinct token is decoded once per pass): each token alone (exact
+    for byte-level BPE); each token after a fixed anchor token (tokenizers that drop a lone token's
+    leading space, like SentencePiece); growing prefixes for what is left. None where all fail.
+    """
+    decode = _batch_decoder(tokenizer)
+    out: list[list[str] | None] = [None] * len(id_lists)
+
+    def settle(candidates: list[int], results: list[list[str] | None]) -> list[int]:
+        left = []
+        for i, pieces in zip(candidates, results, strict=True):
+            if pieces is not None and "".join(pieces).strip() == (texts[i] or "").strip():
+                out[i] = pieces
+            else:
+                left.append(i)
+        return left
+
+    try:
+        todo = [i for i, ids in enumerate(id_lists) if ids]
+        todo = settle(todo, _pieces_pass(decode, [id_lists[i] for i in todo], []))
+        anchor = _anchor_id(tokenizer) if todo else None
+        if anchor is not None:
+            todo = settle(todo, _pieces_pass(decode, [id_lists[i] for i in todo], [anchor]))
+        for i in todo:
+            ids = id_lists[i]
+            if len(ids) > 1024:  # quadratic: not worth it for runaway samples
+                continue
+            pieces, prev = [], ""
+            for cur in decode([ids[: j + 1] for j in range(len(ids))]):
+                if not cur.startswith(prev):
+                    break
+                pieces.append(cur[len(prev):])
+                prev = cur
+            else:
+                settle([i], [pieces])
+    except Exception as e:  # noqa: BLE001 - ids outside the vocabulary and the like: plain text
+        log.warning("report.html: cannot decode sample tokens (%s); showing plain text", e)
+        return [None] * len(id_lists)
+    return out
+
+
+def token_pieces(tokenizer: Any, ids: list[int], text: str) -> list[str] | None:
+    return token_pieces_batch(tokenizer, [list(ids)], [text])[0]
+
+
+def _utf16_len(s: str) -> int:
+    """Length as JavaScript counts it (UTF-16 code units), so the page can slice the text by token."""
+    return len(s.encode("utf-16-le")) // 2
+
+
+# One character per token for lengths and values keeps the embedded data small.
+ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"  # 62 symbols
+
+
+def encode_values(values: list[float | None], n: int) -> str:
+    """Per-token values, one character each: ALPHABET[round(61 v)] for v clipped to [0, 1]; "-" = no value."""
+    out = []
+    for v in list(values)[:n]:
+        if v is None or not math.isfinite(v):
+            out.append("-")
+        else:
+            out.append(ALPHABET[int(round(61 * min(1.0, max(0.0, v))))])
+    return "".join(out)
+
+
+def encode_lengths(pieces: list[str]) -> str | list[int]:
+    """Each token's text length in UTF-16 units (as JavaScript slices strings): one character each, or a
+    list when a token is 62 units or longer."""
+    lens = [_utf16_len(x) for x in pieces]
+    return "".join(ALPHABET[k] for k in lens) if max(lens, default=0) < len(ALPHABET) else lens
+
+
+def viewer_data(data: Any, results: dict, *, max_problems: int = 300, max_samples: int = 10,
+                tokenizer: Any | None = None, run_name: str = "") -> dict:
+    """The JSON the viewer embeds, from gsmv.evaluate.load_run(...) data with text/tokens/token_values.
+
+    A sample shown in full is {"r": rank (1 = the verifier's pick), "i": sample_idx, "a": answer, "ok": 0|1,
+    "sc": score, "t": text} plus, with per-token values and a tokenizer, "L": encode_lengths(token texts)
+    (summing to len(t)) and "v": encode_values(...). Other samples are [r, i, a, ok, sc] rows.
+    """
+    P, n = data.correct.shape
+    shown = list(range(P if max_problems <= 0 else min(P, max_problems)))
+    scores_all = data.scores if data.scores is not None else np.zeros((P, n))
+    orders = {p: np.argsort(-scores_all[p], kind="stable") for p in shown}
+    full: dict[int, list[int]] = {}
+    for p in shown:
+        order, correct = orders[p], data.correct[p]
+        pick = [int(j) for j in order[:max_samples]]
+        first_ok = next((r for r, j in enumerate(order) if correct[j]), None)
+        if first_ok is not None and first_ok >= max_samples:
+            pick.append(int(order[first_ok]))  # the best-ranked correct sample, to compare with the pick
+        full[p] = pick
+    # Only the rows shown in full are read out of the (large) list columns.
+    keys = [(p, j) for p in shown for j in full[p]]
+    rows = np.array([data.sample_rows[p, j] for p, j in keys], dtype=np.int64)
+    sub = data.samples.take(rows) if len(rows) else data.samples.slice(0, 0)
+    texts = [t or "" for t in sub.column("text").to_pylist()]
+    tokens = sub.column("tokens").to_pylist() if "tokens" in sub.column_names else None
+    values = None
+    if data.score_table is not None and "token_values" in data.score_table.column_names:
+        srows = np.array([data.score_rows[p, j] for p, j in keys], dtype=np.int64)
+        values = data.score_table.take(srows).column("token_values").to_pylist() if len(srows) else []
+    pieces: list[list[str] | None] = [None] * len(keys)
+    if tokenizer is not None and tokens is not None and values is not None:
+        want = [k for k in range(len(keys)) if tokens[k] and values[k]]
+        for k, pc in zip(want, token_pieces_batch(tokenizer, [tokens[k] for k in want], [texts[k] for k in want]),
+                         strict=True):
+            pieces[k] = pc
+    g_text = g_ans = None
+    if data.greedy is not None:
+        g = data.greedy.take(np.asarray(data.greedy_rows[shown], dtype=np.int64))
+        g_text = g.column("text").to_pylist() if "text" in g.column_names else None
+        g_ans = g.column("final_answer").to_pylist()
+
+    problems, k = [], 0
+    for p in tqdm(shown, desc="report.html", unit="problem", disable=None):
+        prob, order, correct, scores = data.problems[p], orders[p], data.correct[p], scores_all[p]
+        rank_of = {int(j): r for r, j in enumerate(order)}
+        samples = []
+        for j in full[p]:
+            rec: dict[str, Any] = {"r": rank_of[j] + 1, "i": j, "a": data.answers[p][j], "ok": int(correct[j]),
+                                   "sc": round(float(scores[j]), 4), "t": texts[k]}
+            if pieces[k] is not None:
+                rec["t"] = "".join(pieces[k])
+                rec["L"] = encode_lengths(pieces[k])
+                rec["v"] = encode_values(values[k], len(pieces[k]))
+            samples.append(rec)
+            k += 1
+        in_full = set(full[p])
+        rest = [[rank_of[int(j)] + 1, int(j), data.answers[p][int(j)], int(correct[j]), round(float(scores[j]), 3)]
+                for j in order if int(j) not in in_full]
+        top_ok = bool(correct[order[0]])
+        greedy = None
+        if data.greedy_correct is not None:
+            greedy = {"t": g_text[len(problems)] if g_text is not None else None,
+                      "a": g_ans[len(problems)] if g_ans is not None else None, "ok": int(data.greedy_correct[p])}
+        problems.append({"id": prob.id, "q": prob.question, "ref": prob.answer, "sol": prob.solution,
+                         "cat": "right" if top_ok else ("wrong" if correct.any() else "none"),
+                         "n": n, "nc": int(correct.sum()), "g": greedy, "s": samples, "rest": rest})
+    metrics = results.get("metrics", {})
+    headline = {m: (metrics.get(m) or {}).get("value") for m in ("test@1", "pass@1", "majority_vote", "best_of_n",
+                                                                   "oracle")}
+    return {"run": run_name or results.get("run", ""), "n_problems": P, "n_samples": n,
+            "shown_problems": len(problems), "headline": headline, "problems": problems}
+
+
+def _embed_json(obj: Any) -> str:
+    """JSON that is safe inside a <script> element (no `</script>`, no `<!--`)."""
+    # ASCII only: the file is then the same bytes whatever the locale's encoding.
+    s = json.dumps(obj, ensure_ascii=True, separators=(",", ":"))
+    return s.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
+
+
+def render_html(payload: dict) -> str:
+    title = html.escape(f"gsmv viewer: {payload.get('run', '')}")
+    return (_TEMPLATE.replace("__TITLE__", title).replace("__CSS__", _CSS).replace("__JS__", _JS)
+            .replace("__DATA__", _embed_json(payload)))
+
+
+_CSS = """
+:root{--ok:#1a7f37;--bad:#cf222e;--mute:#57606a;--line:#d0d7de;--bg:#f6f8fa}
+*{box-sizing:border-box}
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1f2328;background:#fff}
+header{padding:12px 20px;border-bottom:1px solid var(--line);background:var(--bg)}
+header h1{font-size:18px;margin:0 0 4px}
+#summary span{margin-right:16px;color:var(--mute)} #summary b{color:#1f2328}
+nav{position:sticky;top:0;z-index:2;background:#fff;padding:8px 20px;border-bottom:1px solid var(--line);
+ display:flex;gap:8px;flex-wrap:wrap;align-items:center}
+nav button{border:1px solid var(--line);background:#fff;border-radius:6px;padding:4px 10px;cursor:pointer;font:inherit}
+nav button[aria-pressed=true]{background:#0969da;color:#fff;border-color:#0969da}
+nav input{flex:1;min-width:180px;padding:5px 8px;border:1px solid var(--line);border-radius:6px;font:inherit}
+#count{color:var(--mute)}
+.legend{color:var(--mute);font-size:12px}
+.legend i{display:inline-block;width:60px;height:10px;vertical-align:middle;margin:0 4px;
+ background:linear-gradient(90deg,hsla(0,70%,55%,.45),hsla(60,70%,55%,.45),hsla(120,70%,45%,.45))}
+main{padding:10px 20px}
+details.problem{border:1px solid var(--line);border-radius:8px;margin:8px 0;background:#fff}
+details.problem>summary{cursor:pointer;padding:8px 12px;display:flex;gap:10px;align-items:baseline;list-style:none}
+details.problem>summary::-webkit-details-marker{display:none}
+details.problem[open]>summary{border-bottom:1px solid var(--line);background:var(--bg)}
+.pid{font-family:ui-monospace,monospace;color:var(--mute);white-space:nowrap}
+.q1{overflow:hidden;text-overflow:ellipsis;white-space:nowrap;flex:1}
+.badge{font-size:12px;border-radius:10px;padding:1px 8px;white-space:nowrap;color:#fff}
+.badge.right{background:var(--ok)} .badge.wrong{background:#bf8700} .badge.none{background:var(--bad)}
+.nc{color:var(--mute);white-space:nowrap;font-size:12px}
+.body{padding:8px 14px 12px}
+.body h3{font-size:13px;margin:12px 0 4px;color:var(--mute);text-transform:uppercase;letter-spacing:.04em}
+pre{white-space:pre-wrap;word-break:break-word;margin:0;font:13px/1.5 ui-monospace,SFMono-Regular,Menlo,monospace}
+.sample{border-left:4px solid var(--line);padding:4px 10px;margin:6px 0;background:#fff}
+.sample.ok{border-color:var(--ok)} .sample.bad{border-color:var(--bad)}
+.meta{font-size:12px;color:var(--mute);margin-bottom:2px}
+.mark{font-weight:bold} .mark.ok{color:var(--ok)} .mark.bad{color:var(--bad)}
+.tok{border-radius:2px}
+table.rest{border-collapse:collapse;font-size:12px;margin-top:4px}
+table.rest td,table.rest th{border-bottom:1px solid var(--line);padding:2px 10px;text-align:right}
+#more{margin:6px 20px 30px;padding:6px 14px}
+.empty{color:var(--mute);padding:20px}
+"""
+
+_JS = r"""
+(function () {
+  "use strict";
+  const D = JSON.parse(document.getElementById("gsmv-data").textContent);
+  const PAGE = 50;
+  const FILTERS = ["all", "wrong", "none", "right"];
+  const CAT = {right: "verifier picked right", wrong: "verifier picked wrong", none: "no correct sample"};
+  const state = {filter: "all", q: "", open: "", limit: PAGE};
+
+  function el(tag, attrs, ...kids) {
+    const e = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === null || v === undefined) continue;
+      if (k === "class") e.className = v; else e.setAttribute(k, v);
+    }
+    for (const k of kids) if (k !== null && k !== undefined) e.append(k instanceof Node ? k : String(k));
+    return e;
+  }
+  const pct = (x) => (x === null || x === undefined) ? "-" : (100 * x).toFixed(1) + "%";
+  const mark = (ok) => el("span", {class: "mark " + (ok ? "ok" : "bad")}, ok ? "\u2713 correct" : "\u2717 wrong");
+
+  function readHash() {
+    const h = new URLSearchParams(location.hash.replace(/^#/, ""));
+    state.filter = FILTERS.includes(h.get("filter")) ? h.get("filter") : "all";
+    state.q = h.get("q") || "";
+    state.open = h.get("open") || "";
+    state.limit = PAGE;
+  }
+  function writeHash() {
+    const h = new URLSearchParams();
+    if (state.filter !== "all") h.set("filter", state.filter);
+    if (state.q) h.set("q", state.q);
+    const s = h.toString();
+    if (s !== location.hash.replace(/^#/, "")) {
+      try { history.replaceState(null, "", s ? "#" + s : location.pathname + location.search); }
+      catch (e) { location.hash = s; }
+    }
+  }
+
+  // Token i is t.slice(sum(L[:i]), sum(L[:i+1])); its value is ALPHABET.indexOf(v[i]) / 61 (see html.py).
+  const ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+  function solution(s) {
+    const text = s.t || "";
+    if (!s.L) return el("pre", {}, text);
+    const lens = typeof s.L === "string" ? Array.from(s.L, (c) => ALPHABET.indexOf(c)) : s.L;
+    const pre = el("pre", {});
+    let off = 0;
+    lens.forEach((len, i) => {
+      const piece = text.slice(off, off + len);
+      off += len;
+      const code = ALPHABET.indexOf((s.v || "").charAt(i));
+      if (code < 0) { pre.append(piece); return; }
+      const x = code / 61;
+      const span = el("span", {class: "tok", title: "value " + x.toFixed(2)}, piece);
+      span.style.background = "hsla(" + Math.round(120 * x) + ",70%," + (x > 0.5 ? 45 : 55) + "%,0.38)";
+      pre.append(span);
+    });
+    if (off < text.length) pre.append(text.slice(off));
+    return pre;
+  }
+
+  function sampleBox(s) {
+    return el("div", {class: "sample " + (s.ok ? "ok" : "bad"), "data-rank": s.r},
+      el("div", {class: "meta"}, "#" + s.r + " \u00b7 sample " + s.i + " \u00b7 score " + s.sc.toFixed(4) +
+        " \u00b7 answer " + (s.a === null ? "(none)" : s.a) + " \u00b7 ", mark(s.ok)),
+      solution(s));
+  }
+
+  function body(p) {
+    const b = el("div", {class: "body"});
+    b.append(el("h3", {}, "question"), el("pre", {}, p.q));
+    b.append(el("h3", {}, "reference (answer " + p.ref + ")"), el("pre", {}, p.sol));
+    if (p.g) {
+      b.append(el("h3", {}, "greedy sample (test@1)"),
+        el("div", {class: "sample " + (p.g.ok ? "ok" : "bad")},
+          el("div", {class: "meta"}, "answer " + (p.g.a === null ? "(none)" : p.g.a) + " \u00b7 ", mark(p.g.ok)),
+          el("pre", {}, p.g.t || "")));
+    }
+    b.append(el("h3", {}, "samples ranked by the verifier (" + p.nc + " of " + p.n + " correct)"));
+    for (const s of p.s) b.append(sampleBox(s));
+    if (p.rest.length) {
+      const t = el("table", {class: "rest"}, el("tr", {}, el("th", {}, "rank"), el("th", {}, "sample"),
+        el("th", {}, "score"), el("th", {}, "answer"), el("th", {}, "")));
+      for (const [r, i, a, ok, sc] of p.rest)
+        t.append(el("tr", {class: ok ? "ok" : "bad"}, el("td", {}, r), el("td", {}, i), el("td", {}, sc.toFixed(4)),
+          el("td", {}, a === null ? "(none)" : a), el("td", {}, mark(ok))));
+      b.append(el("details", {class: "restbox"}, el("summary", {}, p.rest.length + " more samples"), t));
+    }
+    return b;
+  }
+
+  function card(p, open) {
+    const d = el("details", {class: "problem", "data-id": p.id, "data-cat": p.cat});
+    d.append(el("summary", {}, el("span", {class: "pid"}, p.id), el("span", {class: "badge " + p.cat}, CAT[p.cat]),
+      el("span", {class: "nc"}, p.nc + "/" + p.n + " correct"), el("span", {class: "q1"}, p.q)));
+    const build = () => { if (!d.dataset.built) { d.append(body(p)); d.dataset.built = "1"; } };
+    d.addEventListener("toggle", () => { if (d.open) build(); });
+    if (open) { d.open = true; build(); }
+    return d;
+  }
+
+  function matches(p) {
+    if (state.filter !== "all" && p.cat !== state.filter) return false;
+    if (!state.q) return true;
+    const q = state.q.toLowerCase();
+    return p.id.toLowerCase().includes(q) || p.q.toLowerCase().includes(q) || String(p.ref) === state.q;
+  }
+
+  function render() {
+    const hits = D.problems.filter(matches);
+    const list = document.getElementById("list");
+    const shown = hits.slice(0, state.limit);
+    list.replaceChildren(...shown.map((p, i) => card(p, state.open ? p.id === state.open : i === 0)));
+    if (!hits.length) list.append(el("div", {class: "empty"}, "no problem matches"));
+    document.getElementById("count").textContent = "showing " + shown.length + " of " + hits.length +
+      " matching (" + D.problems.length + " problems in this file, " + D.n_problems + " in the test split)";
+    document.getElementById("more").hidden = hits.length <= state.limit;
+    for (const b of document.querySelectorAll("#filters button"))
+      b.setAttribute("aria-pressed", String(b.dataset.filter === state.filter));
+    document.body.dataset.filter = state.filter;
+    document.body.dataset.shown = String(shown.length);
+    document.body.dataset.matching = String(hits.length);
+  }
+
+  function init() {
+    document.title = "gsmv viewer: " + D.run;
+    const h = D.headline;
+    document.getElementById("summary").append(
+      el("span", {}, "run ", el("b", {}, D.run)),
+      el("span", {}, D.n_problems + " problems \u00d7 " + D.n_samples + " samples"),
+      el("span", {}, "test@1 ", el("b", {}, pct(h["test@1"]))),
+      el("span", {}, "pass@1 ", el("b", {}, pct(h["pass@1"]))),
+      el("span", {}, "majority vote ", el("b", {}, pct(h.majority_vote))),
+      el("span", {}, "verifier best-of-" + D.n_samples + " ", el("b", {}, pct(h.best_of_n))),
+      el("span", {}, "oracle ", el("b", {}, pct(h.oracle))));
+    const counts = {all: D.problems.length, right: 0, wrong: 0, none: 0};
+    for (const p of D.problems) counts[p.cat] += 1;
+    for (const b of document.querySelectorAll("#filters button")) {
+      b.querySelector(".n").textContent = " (" + counts[b.dataset.filter] + ")";
+      b.addEventListener("click", () => { state.filter = b.dataset.filter; state.limit = PAGE; state.open = "";
+        writeHash(); render(); });
+    }
+    const search = document.getElementById("search");
+    search.value = state.q;
+    search.addEventListener("input", () => { state.q = search.value.trim(); state.limit = PAGE; state.open = "";
+      writeHash(); render(); });
+    document.getElementById("more").addEventListener("click", () => { state.limit += PAGE; render(); });
+    window.addEventListener("hashchange", () => { readHash(); search.value = state.q; render(); });
+  }
+
+  readHash();
+  init();
+  render();
+  document.body.dataset.ready = "1";
+})();
+"""
+
+_TEMPLATE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="data:,">
+<title>__TITLE__</title>
+<script>window.__gsmvErrors = []; window.addEventListener("error", function (e) {
+  window.__gsmvErrors.push(String(e.message || e)); document.documentElement.dataset.errors = window.__gsmvErrors.join(" | ");
+});</script>
+<style>__CSS__</style></head>
+<body>
+<header><h1>__TITLE__</h1><div id="summary"></div></header>
+<nav><div id="filters">
+<button data-filter="all">all<span class="n"></span></button>
+<button data-filter="wrong">verifier picked wrong<span class="n"></span></button>
+<button data-filter="none">no correct sample<span class="n"></span></button>
+<button data-filter="right">verifier picked right<span class="n"></span></button>
+</div>
+<input id="search" type="search" placeholder="search: question text, problem id or reference answer">
+<span id="count"></span>
+<span class="legend">verifier value per token: 0<i></i>1</span>
+</nav>
+<main id="list"></main>
+<button id="more" hidden>show more</button>
+<script type="application/json" id="gsmv-data">__DATA__</script>
+<script>__JS__</script>
+</body></html>
+"""

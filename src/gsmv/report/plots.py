@@ -1,0 +1,200 @@
+"""PNG figures analogous to the paper's: scaling with N (Fig. 7a), top-k voting (Fig. 7b), training curves,
+verifier score histograms and a comparison of runs (ablations, Fig. 6).
+
+Figures are built with matplotlib's object API on the Agg canvas (no pyplot global state, no display).
+Every function takes results.json-style dicts and returns the path it wrote.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+COLORS = {"best_of_n": "tab:green", "majority_vote": "tab:blue", "pass_at_k": "tab:gray", "top_k_voting": "tab:purple",
+          "test@1": "tab:red"}
+
+
+def _figure(w: float = 6.4, h: float = 4.2, ncols: int = 1) -> tuple[Figure, list]:
+    fig = Figure(figsize=(w, h), dpi=110)
+    FigureCanvasAgg(fig)
+    axes = [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
+    return fig, axes
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, format="png")
+    tmp.replace(path)  # atomic: a reader never sees half a PNG
+    return path
+
+
+def _pct(xs: Sequence[float | None]) -> np.ndarray:
+    return np.array([np.nan if x is None else 100.0 * x for x in xs], dtype=float)
+
+
+def _curve(ax, cur: Mapping, label: str, color: str | None, marker: str = "o", band: bool = True) -> None:
+    x = np.asarray(cur["x"], dtype=float)
+    ax.plot(x, _pct(cur["value"]), marker=marker, ms=3.5, lw=1.6, label=label, color=color)
+    lo, hi = _pct(cur["ci_low"]), _pct(cur["ci_high"])
+    if band and not np.isnan(lo).all():
+        ax.fill_between(x, lo, hi, color=color, alpha=0.15, lw=0)
+
+
+def _log_x(ax, xs: Sequence[int]) -> None:
+    ax.set_xscale("log", base=2)
+    ticks = sorted(set(xs))
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([str(t) for t in ticks])
+    ax.minorticks_off()
+
+
+def _hline(ax, metric: Mapping | None, label: str, color: str) -> None:
+    if metric and metric.get("value") is not None:
+        ax.axhline(100.0 * metric["value"], ls="--", lw=1.1, color=color, label=label)
+
+
+def plot_scaling(results: Mapping, path: str | Path) -> Path:
+    """Accuracy vs number of samples N: verifier best-of-N, majority vote, pass@N (paper Fig. 7a)."""
+    fig, (ax,) = _figure()
+    curves = results["curves"]
+    if "pass_at_k" in curves:
+        _curve(ax, curves["pass_at_k"], "pass@N (oracle)", COLORS["pass_at_k"], marker="s")
+    if "best_of_n" in curves:
+        _curve(ax, curves["best_of_n"], "verifier best-of-N", COLORS["best_of_n"])
+    if "majority_vote" in curves:
+        _curve(ax, curves["majority_vote"], "majority vote over N", COLORS["majority_vote"], marker="^")
+    _hline(ax, results["metrics"].get("test@1"), "test@1 (greedy)", COLORS["test@1"])
+    _log_x(ax, curves.get("pass_at_k", {}).get("x", [1]))
+    ax.set_xlabel("number of samples N (log scale)")
+    ax.set_ylabel("% of test problems solved")
+    ax.set_title(f"{results.get('run', '')}: accuracy vs number of samples")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_top_k(results: Mapping, path: str | Path) -> Path:
+    """Accuracy when the verifier's k top-ranked samples vote on the answer (paper Fig. 7b)."""
+    fig, (ax,) = _figure()
+    cur = results["curves"].get("top_k_voting")
+    if cur:
+        _curve(ax, cur, "top-k voting", COLORS["top_k_voting"])
+        _log_x(ax, cur["x"])
+    n = results.get("n_samples")
+    _hline(ax, results["metrics"].get("best_of_n"), f"best-of-{n} (k = 1 without voting)", COLORS["best_of_n"])
+    _hline(ax, results["metrics"].get("majority_vote"), f"majority vote over all {n}", COLORS["majority_vote"])
+    ax.set_xlabel("k: top-ranked samples that vote (log scale)")
+    ax.set_ylabel("% of test problems solved")
+    ax.set_title(f"{results.get('run', '')}: verifier top-k voting")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _num(rec: Mapping, *keys: str) -> float | None:
+    for k in keys:
+        v = rec.get(k)
+        if isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v):
+            return float(v)
+    return None
+
+
+def training_series(records: Sequence[Mapping]) -> dict[str, dict[str, tuple[list[float], list[float]]]]:
+    """stage → series name → (steps, values), read defensively from metrics.jsonl records.
+
+    Train records carry "loss" and "train_*" statistics; validation records carry "val_*" keys.
+    Event records ("start", "end": the end one repeats the last validation), non-numeric values and
+    bookkeeping keys (lr, timings, throughput) are skipped; a record without a step uses its position.
+    """
+    out: dict[str, dict[str, tuple[list[float], list[float]]]] = {}
+    for stage in ("finetune", "train-verifier"):
+        named: dict[str, tuple[list[float], list[float]]] = {}
+        for i, rec in enumerate(r for r in records if isinstance(r, Mapping) and r.get("stage") == stage):
+            if rec.get("event") is not None:
+                continue
+            step = _num(rec, "step", "global_step")
+            for key in rec:
+                name = key.replace("_", " ")
+                if key == "loss":
+                    name = "train loss"
+                elif not (key.startswith("val_") or (key.startswith("train_") and "loss" in key)):
+                    continue
+                v = _num(rec, key)
+                if v is None:
+                    continue
+                xs, ys = named.setdefault(name, ([], []))
+                xs.append(float(i) if step is None else step)
+                ys.append(v)
+        if named:
+            out[stage] = named
+    return out
+
+
+def plot_training(records: Sequence[Mapping], path: str | Path) -> Path | None:
+    """Generator train/val loss and verifier losses / val AUC by step; None when nothing was logged."""
+    series = training_series(records)
+    if not series:
+        return None
+    panels: list[tuple[str, dict]] = []
+    for stage, title in (("finetune", "generator"), ("train-verifier", "verifier")):
+        named = series.get(stage, {})
+        losses = {k: v for k, v in named.items() if "loss" in k}
+        others = {k: v for k, v in named.items() if "loss" not in k}
+        if losses:
+            panels.append((f"{title}: loss", losses))
+        if others:
+            panels.append((f"{title}: validation", others))
+    fig, axes = _figure(4.2 * len(panels), 3.6, ncols=len(panels))
+    for ax, (title, named) in zip(axes, panels, strict=True):
+        for name, (xs, ys) in named.items():
+            ax.plot(xs, ys, marker="o" if name.startswith("val") else None, ms=3, lw=1.3, label=name)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_score_hist(scores: np.ndarray, correct: np.ndarray, path: str | Path) -> Path:
+    """Verifier scores of correct vs wrong test samples: how well it separates them."""
+    fig, (ax,) = _figure(5.6, 3.6)
+    s = np.asarray(scores, dtype=float).ravel()
+    c = np.asarray(correct, dtype=bool).ravel()
+    bins = np.linspace(float(s.min()), float(s.max()) + 1e-9, 41)
+    ax.hist(s[~c], bins=bins, alpha=0.6, color="tab:red", label=f"wrong ({(~c).sum()})", density=True)
+    ax.hist(s[c], bins=bins, alpha=0.6, color="tab:green", label=f"correct ({c.sum()})", density=True)
+    ax.set_xlabel("verifier score (value at the final token)")
+    ax.set_ylabel("density")
+    ax.set_title("verifier scores of test samples")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_compare(runs: Mapping[str, Mapping], path: str | Path) -> Path:
+    """Best-of-N (solid) and majority vote (dotted) curves of several runs on one axis (ablations)."""
+    fig, (ax,) = _figure(7.0, 4.6)
+    xs: list[int] = []
+    for i, (label, res) in enumerate(runs.items()):
+        color = f"C{i % 10}"
+        curves = res.get("curves", {})
+        if "best_of_n" in curves:
+            _curve(ax, curves["best_of_n"], f"{label}: best-of-N", color)
+            xs += curves["best_of_n"]["x"]
+        if "majority_vote" in curves:
+            cur = curves["majority_vote"]
+            ax.plot(cur["x"], _pct(cur["value"]), ls=":", lw=1.2, color=color, label=f"{label}: majority vote")
+    if xs:
+        _log_x(ax, xs)
+    ax.set_xlabel("number of samples N (log scale)")
+    ax.set_ylabel("% of test problems solved")
+    ax.set_title("comparison of runs")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, path)

@@ -1,0 +1,710 @@
+"""Batched, calculator-aware sampling for any Hugging Face causal LM, with a KV cache.
+
+    sampler = HFSampler(model, tokenizer, SamplingParams(temperature=0.7), batch_size=256)
+    for sample in sampler.generate(requests): ...
+
+Structure: one engine-agnostic driver (continuous batching, per-row seeded sampling,
+the calculator state machine, EOS / max-token stops) over one of two engines that
+own the KV cache and the forward pass:
+
+- `LlamaEngine`, the fast path for Llama-architecture models (our from-scratch presets,
+  Llama, Mistral, Qwen2). It runs its own decode step from the HF module's weights:
+  fused QKV and gate/up matmuls, residual adds fused into addmm, a preallocated
+  per-slot cache of generated tokens, and shared-prefix ("cascade") attention: a
+  prompt's keys/values are stored once per prompt, not once per sample, and each
+  step attends to them with one matmul per prompt group (rows of the same problem
+  are the query rows of that matmul), then to each row's own generated tokens; the
+  two softmax halves are normalised together. With N samples per problem that
+  reads the prompt's cache once per step instead of N times, and admitting a row
+  copies nothing. Prompts are prefilled by the HF module itself, batched.
+- `GenericEngine`, for every other causal LM (GPT-2, ...): steps
+  `model(input_ids, attention_mask, position_ids, cache=DynamicCache)` over a
+  right-aligned cache (left padding); a prompt's prefix cache is also computed once
+  and copied into each row that samples it.
+
+Continuous batching: a row that stops frees its slot for the next pending request
+at once, so the batch stays full; at the end of the input the batch shrinks
+(the last row moves into the hole). A prompt enters the cache without its last
+token, which is fed as the row's first decode step; so every token of a sample,
+including the first, is chosen by the same code from the same kind of step.
+
+Forced (calculator) tokens are fed one per step, in place of the sampled token:
+simple, and the cost is one step per forced token of a row (a few per annotation).
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from gsmv.sampling.base import (
+    Calculator,
+    Request,
+    Sample,
+    SamplingParams,
+    choose_tokens,
+    eos_ids,
+    make_sample,
+    uniform_noise,
+)
+
+Prompt = tuple[int, ...]
+
+
+@dataclass
+class SamplerStats:
+    steps: int = 0
+    rows: int = 0  # sum over steps of the batch size: tokens run through the model in decode
+    generated: int = 0  # tokens appended to samples (forced included)
+    prefill_tokens: int = 0
+    samples: int = 0
+    seconds: float = 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.generated / self.seconds if self.seconds > 0 else 0.0
+
+
+# ---------------------------------------------------------------- engines
+
+
+class _PromptStore:
+    """Prompt → store slot with reference counts. A slot whose rows are gone keeps its prompt
+    until the slot is needed again (least recently used first), so a late sample of the same
+    problem, or a prompt prefilled ahead of its rows, finds it."""
+
+    def __init__(self) -> None:
+        self.slot_of: dict[Prompt, int] = {}
+        self.owner: list[Prompt | None] = []
+        self.refs: list[int] = []
+        self.touched: list[int] = []
+        self.clock = 0
+
+    def lookup(self, key: Prompt) -> int | None:
+        return self.slot_of.get(key)
+
+    def _touch(self, s: int) -> None:
+        self.clock += 1
+        self.touched[s] = self.clock
+
+    def allocate(self, key: Prompt, keep: set[Prompt]) -> int:
+        """A slot for `key`: an empty one, else the least recently used idle one not in `keep`, else a new one."""
+        idle = [i for i, r in enumerate(self.refs) if r == 0 and self.owner[i] not in keep]
+        empty = [i for i in idle if self.owner[i] is None]
+        if empty:
+            s = empty[0]
+        elif idle:
+            s = min(idle, key=lambda i: self.touched[i])
+            del self.slot_of[self.owner[s]]  # type: ignore[arg-type]
+        else:
+            s = len(self.owner)
+            self.owner.append(None)
+            self.refs.append(0)
+            self.touched.append(0)
+        self.owner[s] = key
+        self.slot_of[key] = s
+        self._touch(s)
+        return s
+
+    def acquire(self, s: int) -> None:
+        self.refs[s] += 1
+        self._touch(s)
+
+    def release(self, s: int) -> None:
+        self.refs[s] -= 1
+        self._touch(s)
+
+
+def _cache_kwarg(model: Any) -> str:
+    """transformers 5 renamed `past_key_values` to `cache` (the old name warns until 5.40)."""
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _out_cache(out: Any) -> Any:
+    c = getattr(out, "cache", None)
+    return c if c is not None else out.past_key_values
+
+
+def _layer_kv(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    if hasattr(cache, "layers"):
+        return [(layer.keys, layer.values) for layer in cache.layers]
+    return [(k, v) for k, v, *_ in cache]
+
+
+def _chunks(items: list, length: Any, budget: int = 8192) -> Iterator[list]:
+    """Split prefill work into forward calls of at most `budget` padded tokens."""
+    chunk: list = []
+    longest = 0
+    for it in items:
+        n = length(it)
+        if chunk and max(longest, n) * (len(chunk) + 1) > budget:
+            yield chunk
+            chunk, longest = [], 0
+        chunk.append(it)
+        longest = max(longest, n)
+    if chunk:
+        yield chunk
+
+
+def llama_unsupported(model: Any) -> str | None:
+    """Why the Llama fast path cannot run this model (None: it can)."""
+    cfg = getattr(model, "config", None)
+    mtype = getattr(cfg, "model_type", None)
+    if mtype not in ("llama", "mistral", "qwen2"):
+        return f"model type {mtype!r} is not Llama-style"
+    inner = getattr(model, "model", None)
+    if inner is None or not hasattr(inner, "layers") or not hasattr(inner, "rotary_emb"):
+        return "unexpected module layout"
+    rope = getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None) or {}
+    if rope.get("rope_type", rope.get("type", "default")) in ("dynamic", "longrope"):
+        return "position-dependent RoPE scaling"
+    window = getattr(cfg, "sliding_window", None)
+    if window is not None and getattr(cfg, "use_sliding_window", True) and window < 8192:
+        return "sliding-window attention"
+    if getattr(cfg, "pretraining_tp", 1) != 1:
+        return "pretraining_tp > 1"
+    from transformers.activations import ACT2FN
+
+    if getattr(cfg, "hidden_act", "silu") not in ACT2FN:
+        return f"activation {cfg.hidden_act!r}"
+    return None
+
+
+class LlamaEngine:
+    """Decode step of a Llama-architecture model with a per-slot cache and shared prompt prefixes.
+
+    Cache layout (per layer): prompt store PK/PV [prompt_slots * Hkv, L_cap, D] and row
+    cache K/V [slots * Hkv, S_max, D] for generated tokens (the prompt's last token is
+    the first of them). A row at suffix index s has RoPE position plen + s.
+    """
+
+    def __init__(self, model: Any, n_slots: int, max_new_tokens: int):
+        from transformers.activations import ACT2FN
+
+        why = llama_unsupported(model)
+        if why is not None:
+            raise ValueError(f"LlamaEngine: {why}")
+        cfg = model.config
+        self.model = model
+        self.n_slots = n_slots
+        self.s_max = max_new_tokens + 1
+        self.H = cfg.num_attention_heads
+        self.Hkv = getattr(cfg, "num_key_value_heads", None) or self.H
+        self.D = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.H
+        self.g = self.H // self.Hkv
+        self.act = ACT2FN[cfg.hidden_act]
+        p = next(model.parameters())
+        self.device, self.dtype = p.device, p.dtype
+        inner = model.model
+        self.embed = inner.embed_tokens.weight
+        self.final_norm = (inner.norm.weight, inner.norm.variance_epsilon)
+        self.lm_head = model.lm_head.weight
+        self.lm_bias = getattr(model.lm_head, "bias", None)
+        self.layers = []
+        for layer in inner.layers:
+            a, m = layer.self_attn, layer.mlp
+            qkv_b = None
+            if a.q_proj.bias is not None:
+                qkv_b = torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias]).detach()
+            gu_b = None
+            if m.gate_proj.bias is not None:
+                gu_b = torch.cat([m.gate_proj.bias, m.up_proj.bias]).detach()
+            self.layers.append({
+                "ln1": (layer.input_layernorm.weight.detach(), layer.input_layernorm.variance_epsilon),
+                "ln2": (layer.post_attention_layernorm.weight.detach(), layer.post_attention_layernorm.variance_epsilon),
+                "qkv": torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]).detach(),
+                "qkv_b": qkv_b,
+                "o": a.o_proj.weight.detach().t(),
+                "o_b": None if a.o_proj.bias is None else a.o_proj.bias.detach(),
+                "gu": torch.cat([m.gate_proj.weight, m.up_proj.weight]).detach(),
+                "gu_b": gu_b,
+                "down": m.down_proj.weight.detach().t(),
+                "down_b": None if m.down_proj.bias is None else m.down_proj.bias.detach(),
+            })
+        self.n_layers = len(self.layers)
+        self.scale = float(inner.layers[0].self_attn.scaling)
+        self.cache_kw = _cache_kwarg(inner)
+        kv = (self.n_layers, n_slots * self.Hkv, self.s_max, self.D)
+        self.K = torch.zeros(kv, dtype=self.dtype, device=self.device)
+        self.V = torch.zeros(kv, dtype=self.dtype, device=self.device)
+        self.store = _PromptStore()
+        self.PK = torch.zeros(self.n_layers, 0, 0, self.D, dtype=self.dtype, device=self.device)
+        self.PV = self.PK
+        self.plen_store: list[int] = []
+        self._rope_len = 0
+        self._ensure_rope(self.s_max + 128)
+        self.n = 0
+        self.pslot = np.zeros(n_slots, dtype=np.int64)
+        self.plen = np.zeros(n_slots, dtype=np.int64)
+        self.slen = np.zeros(n_slots, dtype=np.int64)
+        self._dirty = True
+
+    # -- prompts
+
+    def _ensure_rope(self, length: int) -> None:
+        if length <= self._rope_len:
+            return
+        length = max(length, 2 * self._rope_len)
+        pos = torch.arange(length, device=self.device).unsqueeze(0)
+        x = torch.zeros(1, dtype=self.dtype, device=self.device)
+        cos, sin = self.model.model.rotary_emb(x, pos)
+        cos, sin = cos[0], sin[0]
+        half = self.D // 2
+        # rotate_half(x) * sin == roll(x, D/2) * [-sin_lo, sin_hi]
+        self.cos = cos.contiguous()
+        self.sin_signed = torch.cat([-sin[:, :half], sin[:, half:]], dim=-1).contiguous()
+        self._rope_len = length
+
+    def _grow_store(self, n_prompts: int, length: int) -> None:
+        P_old = self.PK.shape[1] // self.Hkv if self.PK.shape[1] else 0
+        L_old = self.PK.shape[2]
+        if n_prompts <= P_old and length <= L_old:
+            return
+        P_new = max(n_prompts, P_old, 4)
+        if n_prompts > P_old:
+            P_new = max(n_prompts, 2 * P_old)
+        L_new = max(length, L_old)
+        if length > L_old:
+            L_new = max(length, L_old + L_old // 2, 64)
+        shape = (self.n_layers, P_new * self.Hkv, L_new, self.D)
+        PK = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        PV = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        if P_old and L_old:
+            PK[:, : P_old * self.Hkv, :L_old] = self.PK
+            PV[:, : P_old * self.Hkv, :L_old] = self.PV
+        self.PK, self.PV = PK, PV
+
+    def prepare(self, prompts: list[Prompt]) -> int:
+        """Prefill the prompts not in the store (all but their last token). Returns tokens prefilled."""
+        keys = list(dict.fromkeys(prompts))
+        keep = set(keys)
+        todo = []
+        for key in keys:
+            if self.store.lookup(key) is None:
+                todo.append((self.store.allocate(key, keep), key))
+        if not todo:
+            return 0
+        need_p = max(s for s, _ in todo) + 1
+        need_l = max(len(k) - 1 for _, k in todo)
+        self._grow_store(need_p, need_l)
+        self._ensure_rope(need_l + self.s_max + 1)
+        while len(self.plen_store) < self.PK.shape[1] // self.Hkv:
+            self.plen_store.append(0)
+        for s, key in todo:
+            self.plen_store[s] = len(key) - 1
+        body = [(s, key[:-1]) for s, key in todo if len(key) > 1]
+        for chunk in _chunks(body, lambda item: len(item[1])):
+            L = max(len(k) for _, k in chunk)
+            ids = torch.zeros(len(chunk), L, dtype=torch.long, device=self.device)
+            for i, (_, k) in enumerate(chunk):
+                ids[i, : len(k)] = torch.tensor(k, dtype=torch.long)
+            # Right padding with no mask: causal attention keeps every real position blind to the pad.
+            out = self.model.model(input_ids=ids, use_cache=True)
+            kv = _layer_kv(_out_cache(out))
+            for i, (s, k) in enumerate(chunk):
+                lo, hi = s * self.Hkv, (s + 1) * self.Hkv
+                for layer, (keys, values) in enumerate(kv):
+                    self.PK[layer, lo:hi, : len(k)] = keys[i, :, : len(k)]
+                    self.PV[layer, lo:hi, : len(k)] = values[i, :, : len(k)]
+        return int(sum(len(k) for _, k in body))
+
+    def has(self, prompt: Prompt) -> bool:
+        return self.store.lookup(prompt) is not None
+
+    # -- rows
+
+    def place(self, slot: int, prompt: Prompt) -> None:
+        s = self.store.lookup(prompt)
+        assert s is not None, "prepare() the prompt first"
+        if slot == self.n:
+            self.n += 1
+        else:
+            self.store.release(int(self.pslot[slot]))
+        self.store.acquire(s)
+        self.pslot[slot] = s
+        self.plen[slot] = len(prompt) - 1
+        self.slen[slot] = 0
+        self._dirty = True
+
+    def move(self, src: int, dst: int) -> None:
+        self.store.release(int(self.pslot[dst]))
+        s_len = int(self.slen[src])
+        a, b = src * self.Hkv, dst * self.Hkv
+        self.K[:, b : b + self.Hkv, :s_len] = self.K[:, a : a + self.Hkv, :s_len]
+        self.V[:, b : b + self.Hkv, :s_len] = self.V[:, a : a + self.Hkv, :s_len]
+        for arr in (self.pslot, self.plen, self.slen):
+            arr[dst] = arr[src]
+        self.store.acquire(int(self.pslot[dst]))
+        self.truncate_one(src)
+
+    def truncate_one(self, slot: int) -> None:
+        # only the last row can go; the caller moves rows first
+        assert slot == self.n - 1
+        self.store.release(int(self.pslot[slot]))
+        self.n -= 1
+        self._dirty = True
+
+    def remove(self, slot: int) -> None:
+        if slot != self.n - 1:
+            self.move(self.n - 1, slot)
+        else:
+            self.truncate_one(slot)
+
+    # -- step
+
+    def _groups(self) -> None:
+        n = self.n
+        ps = self.pslot[:n].tolist()
+        ranks, count = [], {}
+        for s in ps:
+            r = count.get(s, 0)
+            ranks.append(r)
+            count[s] = r + 1
+        self.Pn = max(ps) + 1
+        self.R = max(count.values())
+        dev = self.device
+        self.grp = torch.tensor(ps, dtype=torch.long, device=dev)
+        self.rank = torch.tensor(ranks, dtype=torch.long, device=dev)
+        self.Lp = int(self.plen[:n].max())
+        self._dirty = False
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        n, H, Hkv, D, g = self.n, self.H, self.Hkv, self.D, self.g
+        if self._dirty:
+            self._groups()
+        dev = self.device
+        S = int(self.slen[:n].max()) + 1
+        Lp, Pn, R = self.Lp, self.Pn, self.R
+        slen = torch.from_numpy(self.slen[:n]).to(dev)
+        plen = torch.from_numpy(self.plen[:n]).to(dev)
+        pos = plen + slen
+        cos = self.cos[pos].unsqueeze(1)
+        sin = self.sin_signed[pos].unsqueeze(1)
+        valid = torch.cat([
+            torch.arange(Lp, device=dev).unsqueeze(0) < plen.unsqueeze(1),
+            torch.arange(S, device=dev).unsqueeze(0) <= slen.unsqueeze(1),
+        ], dim=1)
+        mask = torch.zeros(n, Lp + S, dtype=torch.float32 if self.dtype == torch.float32 else self.dtype,
+                           device=dev).masked_fill_(~valid, float("-inf"))[:, None, None, :]
+        rows = torch.arange(n, device=dev)
+        slot_rows = rows
+        if Lp:
+            Qp = torch.zeros(Pn, Hkv, R, g, D, dtype=self.dtype, device=dev)
+            Pp = torch.zeros(Pn, Hkv, R, g, Lp, dtype=self.dtype, device=dev)
+        x = F.embedding(tokens, self.embed)
+        half = D // 2
+        for li, w in enumerate(self.layers):
+            h = F.rms_norm(x, (x.shape[-1],), w["ln1"][0], w["ln1"][1])
+            qkv = F.linear(h, w["qkv"], w["qkv_b"])
+            qk = qkv[:, : (H + Hkv) * D].view(n, H + Hkv, D)
+            qk = torch.addcmul(qk * cos, torch.roll(qk, half, dims=-1), sin)
+            q = (qk[:, :H] * self.scale).reshape(n, Hkv, g, D)
+            k = qk[:, H:]
+            v = qkv[:, (H + Hkv) * D :].view(n, Hkv, D)
+            Kl = self.K[li].view(self.n_slots, Hkv, self.s_max, D)
+            Vl = self.V[li].view(self.n_slots, Hkv, self.s_max, D)
+            Kl[slot_rows, :, slen] = k
+            Vl[slot_rows, :, slen] = v
+            Ks = self.K[li, : n * Hkv, :S]
+            Vs = self.V[li, : n * Hkv, :S]
+            s_suf = torch.bmm(q.view(n * Hkv, g, D), Ks.transpose(1, 2)).view(n, Hkv, g, S)
+            if Lp:
+                Qp[self.grp, :, self.rank] = q
+                PKl = self.PK[li, : Pn * Hkv, :Lp]
+                s_pre = torch.bmm(Qp.view(Pn * Hkv, R * g, D), PKl.transpose(1, 2)).view(Pn, Hkv, R, g, Lp)
+                scores = torch.cat([s_pre[self.grp, :, self.rank], s_suf], dim=-1)
+            else:
+                scores = s_suf
+            scores = scores.float() if scores.dtype != mask.dtype else scores
+            probs = torch.softmax(scores.add_(mask), dim=-1).to(self.dtype)
+            out = torch.bmm(probs[..., Lp:].reshape(n * Hkv, g, S), Vs).view(n, Hkv, g, D)
+            if Lp:
+                Pp[self.grp, :, self.rank] = probs[..., :Lp]
+                o_pre = torch.bmm(Pp.view(Pn * Hkv, R * g, Lp), self.PV[li, : Pn * Hkv, :Lp])
+                out = out + o_pre.view(Pn, Hkv, R, g, D)[self.grp, :, self.rank]
+            x = torch.addmm(x, out.view(n, H * D), w["o"]) if w["o_b"] is None else x + F.linear(
+                out.view(n, H * D), w["o"].t(), w["o_b"])
+            h = F.rms_norm(x, (x.shape[-1],), w["ln2"][0], w["ln2"][1])
+            gu = F.linear(h, w["gu"], w["gu_b"])
+            inter = gu.shape[-1] // 2
+            a = self.act(gu[:, :inter]).mul_(gu[:, inter:])
+            x = torch.addmm(x, a, w["down"]) if w["down_b"] is None else x + F.linear(a, w["down"].t(), w["down_b"])
+        h = F.rms_norm(x, (x.shape[-1],), self.final_norm[0], self.final_norm[1])
+        logits = F.linear(h, self.lm_head, self.lm_bias)
+        self.slen[:n] += 1
+        return logits
+
+
+class GenericEngine:
+    """Any causal LM through its own forward and a DynamicCache, right-aligned (left padding).
+
+    Every row's newest token sits in the last column; a row joins by writing its
+    prompt's cache into the columns just before it, zeros and mask 0 further left.
+    Columns no row uses any more are dropped from the left now and then.
+    """
+
+    def __init__(self, model: Any, n_slots: int, prompt_cache_size: int = 1024):
+        from transformers import DynamicCache
+
+        self.model = model
+        self.n_slots = n_slots
+        p = next(model.parameters())
+        self.device, self.dtype = p.device, p.dtype
+        self.kw = _cache_kwarg(model)
+        self.prompts: dict[Prompt, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        self.prompt_cache_size = prompt_cache_size
+        # One token through the model tells the cache's per-layer shapes.
+        probe = _layer_kv(_out_cache(self.model(input_ids=torch.zeros(1, 1, dtype=torch.long, device=self.device),
+                                                use_cache=True, **{self.kw: DynamicCache()})))
+        self.cache = DynamicCache(ddp_cache_data=[(k[:0, :, :0], v[:0, :, :0]) for k, v in probe])
+        self.kv: list[list[torch.Tensor]] = [[k, v] for k, v in _layer_kv(self.cache)]
+        self.mask = torch.zeros(0, 0, dtype=torch.long, device=self.device)
+        self.pos = np.zeros(n_slots, dtype=np.int64)
+        self.n = 0
+
+    def has(self, prompt: Prompt) -> bool:
+        return prompt in self.prompts
+
+    def prepare(self, prompts: list[Prompt]) -> int:
+        from transformers import DynamicCache
+
+        todo = [k for k in dict.fromkeys(prompts) if k not in self.prompts]
+        while self.prompts and len(self.prompts) + len(todo) > self.prompt_cache_size:
+            # Requests arrive problem by problem, so the oldest prompt is the one done with.
+            self.prompts.pop(next(iter(self.prompts)))
+        for k in todo:
+            if len(k) == 1:
+                self.prompts[k] = [(kv[0][:0, :, :0], kv[1][:0, :, :0]) for kv in self.kv]
+        body = [k for k in todo if len(k) > 1]
+        for chunk in _chunks(body, len):
+            L = max(len(k) - 1 for k in chunk)
+            ids = torch.zeros(len(chunk), L, dtype=torch.long, device=self.device)
+            am = torch.zeros(len(chunk), L, dtype=torch.long, device=self.device)
+            for i, k in enumerate(chunk):
+                n = len(k) - 1
+                ids[i, L - n :] = torch.tensor(k[:-1], dtype=torch.long)
+                am[i, L - n :] = 1
+            position_ids = (am.cumsum(1) - 1).clamp_(min=0)
+            out = self.model(input_ids=ids, attention_mask=am, position_ids=position_ids, use_cache=True,
+                             **{self.kw: DynamicCache()})
+            kv = _layer_kv(_out_cache(out))
+            for i, k in enumerate(chunk):
+                n = len(k) - 1
+                self.prompts[k] = [(keys[i, :, L - n :].clone(), values[i, :, L - n :].clone()) for keys, values in kv]
+        return int(sum(len(k) - 1 for k in body))
+
+    def _set(self, layer: int, keys: torch.Tensor, values: torch.Tensor) -> None:
+        self.kv[layer] = [keys, values]
+        cl = self.cache.layers[layer]
+        cl.keys, cl.values = keys, values
+
+    def place(self, slot: int, prompt: Prompt) -> None:
+        pre = self.prompts[prompt]
+        n_pre = len(prompt) - 1
+        T = self.mask.shape[1]
+        if n_pre > T:  # widen every row on the left
+            extra = n_pre - T
+            for layer, (k, v) in enumerate(self.kv):
+                self._set(layer, torch.cat([k.new_zeros(*k.shape[:2], extra, k.shape[3]), k], 2),
+                          torch.cat([v.new_zeros(*v.shape[:2], extra, v.shape[3]), v], 2))
+            self.mask = torch.cat([self.mask.new_zeros(self.mask.shape[0], extra), self.mask], 1)
+            T = n_pre
+        if slot == self.n:
+            for layer, (k, v) in enumerate(self.kv):
+                self._set(layer, torch.cat([k, k.new_zeros(1, *k.shape[1:])]), torch.cat([v, v.new_zeros(1, *v.shape[1:])]))
+            self.mask = torch.cat([self.mask, self.mask.new_zeros(1, T)])
+            self.n += 1
+        for layer, (k, v) in enumerate(self.kv):
+            k[slot].zero_()
+            v[slot].zero_()
+            if n_pre:
+                k[slot, :, T - n_pre :] = pre[layer][0]
+                v[slot, :, T - n_pre :] = pre[layer][1]
+        self.mask[slot] = 0
+        self.mask[slot, T - n_pre :] = 1
+        self.pos[slot] = n_pre
+
+    def remove(self, slot: int) -> None:
+        last = self.n - 1
+        if slot != last:
+            for k, v in self.kv:
+                k[slot] = k[last]
+                v[slot] = v[last]
+            self.mask[slot] = self.mask[last]
+            self.pos[slot] = self.pos[last]
+        for layer, (k, v) in enumerate(self.kv):
+            self._set(layer, k[:last], v[:last])
+        self.mask = self.mask[:last]
+        self.n = last
+        self._trim()
+
+    def _trim(self) -> None:
+        if self.mask.shape[1] < 64:
+            return
+        used = self.mask.any(0)
+        first = int(used.int().argmax()) if bool(used.any()) else self.mask.shape[1]
+        if first >= 32:
+            for layer, (k, v) in enumerate(self.kv):
+                self._set(layer, k[:, :, first:], v[:, :, first:])
+            self.mask = self.mask[:, first:]
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        n = self.n
+        mask = torch.cat([self.mask, self.mask.new_ones(n, 1)], 1)
+        pos = torch.from_numpy(self.pos[:n]).to(self.device).unsqueeze(1)
+        out = self.model(input_ids=tokens.unsqueeze(1), attention_mask=mask, position_ids=pos, use_cache=True,
+                         **{self.kw: self.cache})
+        self.kv = [[k, v] for k, v in _layer_kv(self.cache)]
+        self.mask = mask
+        self.pos[:n] += 1
+        self._trim()
+        return out.logits[:, -1]
+
+
+# ---------------------------------------------------------------- driver
+
+
+class _Row:
+    __slots__ = ("req", "tokens", "forced", "queue", "calc_calls", "next_input")
+
+    def __init__(self, req: Request):
+        self.req = req
+        self.tokens: list[int] = []
+        self.forced: list[bool] = []
+        self.queue: deque[int] = deque()
+        self.calc_calls = 0
+        self.next_input = req.prompt_ids[-1]
+
+
+class HFSampler:
+    """Continuous-batching sampler over a HF causal LM (see the module docstring).
+
+    fast: True forces the Llama fast path (error if unsupported), False the generic path,
+    None picks the fast path when the model supports it.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, params: SamplingParams, batch_size: int = 256,
+                 fast: bool | None = None, lookahead: int = 64):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.params = params
+        self.batch_size = batch_size
+        self.lookahead = max(lookahead, 1)
+        why = llama_unsupported(model)
+        if fast and why:
+            raise ValueError(f"the Llama fast path cannot run this model: {why}")
+        self.fast = why is None if fast is None else fast
+        self.eos = eos_ids(tokenizer, model)
+        vocab = model.get_output_embeddings().weight.shape[0] if model.get_output_embeddings() is not None else None
+        self.calculator = Calculator(tokenizer, vocab) if params.calculator else None
+        self.stats = SamplerStats()
+
+    def _engine(self) -> LlamaEngine | GenericEngine:
+        if self.fast:
+            return LlamaEngine(self.model, self.batch_size, self.params.max_new_tokens)
+        return GenericEngine(self.model, self.batch_size)
+
+    def generate(self, requests: Iterable[Request]) -> Iterator[Sample]:
+        src = iter(requests)
+        pending: deque[Request] = deque()
+        p = self.params
+        st = self.stats
+
+        def pull(k: int) -> None:
+            while len(pending) < k:
+                r = next(src, None)
+                if r is None:
+                    return
+                if not r.prompt_ids:
+                    raise ValueError(f"{r.problem_id}/{r.sample_idx}: empty prompt")
+                pending.append(r)
+
+        def admit(slot: int) -> bool:
+            """Place the next request in `slot` (== len(rows): a new slot). False when none is left."""
+            pull(1)
+            if not pending:
+                return False
+            if not engine.has(pending[0].prompt_ids):
+                # Prefill the next few distinct prompts together: one forward call, not one per problem.
+                pull(self.lookahead)
+                st.prefill_tokens += engine.prepare([r.prompt_ids for r in list(pending)[: self.lookahead]])
+            r = pending.popleft()
+            engine.place(slot, r.prompt_ids)
+            if slot == len(rows):
+                rows.append(_Row(r))
+            else:
+                rows[slot] = _Row(r)
+            return True
+
+        rows: list[_Row] = []
+        with torch.inference_mode():
+            engine = self._engine()
+        while True:
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                while len(rows) < self.batch_size and admit(len(rows)):
+                    pass
+                if not rows:
+                    st.seconds += time.perf_counter() - t0
+                    return
+                feed = torch.tensor([r.next_input for r in rows], dtype=torch.long, device=engine.device)
+                logits = engine.step(feed)
+                if p.temperature > 0:
+                    u = uniform_noise([r.req.seed for r in rows], [len(r.tokens) for r in rows])
+                    chosen = choose_tokens(logits, torch.from_numpy(u), p.temperature, p.top_p).tolist()
+                else:
+                    chosen = logits.argmax(-1).tolist()
+            st.steps += 1
+            st.rows += len(rows)
+            done: list[tuple[int, bool]] = []
+            for i, (row, tok) in enumerate(zip(rows, chosen, strict=True)):
+                if row.queue:
+                    row.tokens.append(row.queue.popleft())
+                    row.forced.append(True)
+                else:
+                    if tok in self.eos and not p.ignore_eos:
+                        done.append((i, True))
+                        continue
+                    row.tokens.append(tok)
+                    row.forced.append(False)
+                    if self.calculator is not None:
+                        self._calculate(row)
+                st.generated += 1
+                row.next_input = row.tokens[-1]
+                if len(row.tokens) >= p.max_new_tokens:
+                    done.append((i, False))
+            out = []
+            # Highest slot first, so moving the last row into a hole never moves a finished row.
+            with torch.inference_mode():
+                for i, finished in sorted(done, reverse=True):
+                    row = rows[i]
+                    out.append(make_sample(row.req, row.tokens, row.forced, row.calc_calls, finished, self.tokenizer))
+                    if not admit(i):
+                        engine.remove(i)
+                        last = rows.pop()
+                        if i < len(rows):
+                            rows[i] = last
+            st.seconds += time.perf_counter() - t0
+            st.samples += len(out)
+            yield from out
+
+    def _calculate(self, row: _Row) -> None:
+        f = self.calculator.check(row.tokens)  # type: ignore[union-attr]
+        if f is None:
+            return
+        row.calc_calls += 1
+        if f.replace_last:
+            row.tokens[-1] = f.ids[0]
+            row.forced[-1] = True
+            row.queue.extend(f.ids[1:])
+        else:
+            row.queue.extend(f.ids)

@@ -1,0 +1,98 @@
+"""The score stage: the verifier's value for every sampled solution.
+
+For each sample shard samples/<split>/shard-NNNNN.parquet it writes
+scores/<split>/shard-NNNNN.parquet with columns problem_id, sample_idx,
+score (float32: the value at the solution's final token, what best-of-N ranks by)
+and token_values (list<float32>: the value after each solution token, for the
+HTML viewer; empty lists when cfg.score.keep_token_values is off).
+
+The verifier reads format_prompt(question) followed by the sample's own token ids,
+exactly as in training. Shards are independent: a finished shard is skipped (resume),
+and under `accelerate launch` / `torchrun` sample shard i is scored by rank
+i % world_size.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pyarrow as pa
+from tqdm.auto import tqdm
+
+from gsmv.artifacts import MetricsLog, RunPaths, list_shards, write_parquet
+from gsmv.config import RunConfig
+from gsmv.errors import GsmvError
+from gsmv.label import REFERENCE_SPLIT, read_columns
+from gsmv.models.verifier import load_verifier, max_positions, prompt_ids
+from gsmv.runtime import partial_state, pick_device, pick_dtype, setup_threads
+
+SCORE_SCHEMA = pa.schema([
+    ("problem_id", pa.string()),
+    ("sample_idx", pa.int32()),
+    ("score", pa.float32()),
+    ("token_values", pa.list_(pa.float32())),
+])
+
+
+def sequences_for_shard(path, prompts: dict[str, list[int]], split: str) -> tuple[pa.Table, list, list]:
+    """The shard's ids/indices table, prompt+solution token sequences and solution start positions."""
+    t = read_columns(path, ("problem_id", "sample_idx", "tokens"))
+    seqs, starts = [], []
+    for i, (pid, toks) in enumerate(zip(t.column("problem_id").to_pylist(), t.column("tokens").to_pylist(),
+                                        strict=True)):
+        if pid not in prompts:
+            raise GsmvError(f"{path}: row {i}: problem_id {pid!r} is not in the '{REFERENCE_SPLIT[split]}' split")
+        p = prompts[pid]
+        seqs.append(p + list(toks or []))
+        starts.append(len(p))
+    return t, seqs, starts
+
+
+def main(cfg: RunConfig, split: str = "test") -> dict:
+    """Score every sample shard of `split` not scored yet; returns a small summary."""
+    from gsmv.data.gsm8k import load_split
+
+    if split not in REFERENCE_SPLIT:
+        raise GsmvError(f"score: unknown split '{split}': valid splits are {', '.join(REFERENCE_SPLIT)}")
+    state = partial_state(cfg)
+    setup_threads(cfg)
+    paths = RunPaths(cfg.run_dir)
+    sample_shards = list_shards(paths.samples(split))
+    if not sample_shards:
+        raise GsmvError(f"{paths.samples(split)}: no sample shards to score (run sample {split} first)")
+    out_dir = paths.scores(split)
+    mine = [p for i, p in enumerate(sample_shards) if i % state.num_processes == state.process_index]
+    todo = [p for p in mine if not (out_dir / p.name).exists()]
+    n_samples = n_tokens = 0
+    t0 = time.time()
+    if todo:
+        device = pick_device(cfg)
+        verifier, tok = load_verifier(paths.verifier_final, dtype=pick_dtype(cfg, device), device=device)
+        pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        prompts = {p.id: prompt_ids(tok, p.question) for p in load_split(cfg, REFERENCE_SPLIT[split])}
+        limit = max_positions(verifier.lm)
+        bar = tqdm(todo, desc=f"score {split} (rank {state.process_index})", unit="shard",
+                   disable=not state.is_local_main_process)
+        for path in bar:
+            t, seqs, starts = sequences_for_shard(path, prompts, split)
+            res = verifier.score_sequences(seqs, starts, batch_size=cfg.score.batch_size, pad_id=pad_id,
+                                           max_len=limit)
+            keep = cfg.score.keep_token_values
+            table = pa.table({
+                "problem_id": t.column("problem_id").cast(pa.string()),
+                "sample_idx": t.column("sample_idx").cast(pa.int32()),
+                "score": pa.array(np.array([s for s, _ in res], dtype=np.float32)),
+                "token_values": pa.array([v if keep else np.zeros(0, np.float32) for _, v in res],
+                                         type=pa.list_(pa.float32())),
+            }, schema=SCORE_SCHEMA)
+            write_parquet(out_dir / path.name, table)
+            n_samples += len(seqs)
+            n_tokens += sum(len(s) for s in seqs)
+    secs = time.time() - t0
+    if state.is_main_process and todo:
+        MetricsLog(paths.metrics, "score").log(split=split, rank=0, shards=len(todo), samples=n_samples,
+                                               tokens=n_tokens, seconds=round(secs, 2),
+                                               samples_per_s=round(n_samples / max(secs, 1e-9), 2))
+    state.wait_for_everyone()
+    return {"split": split, "shards": len(sample_shards), "scored_here": len(todo), "samples_here": n_samples}

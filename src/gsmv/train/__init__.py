@@ -1,0 +1,1 @@
+"""Training: the shared loop, generator fine-tuning, verifier training."""

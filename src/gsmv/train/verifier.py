@@ -1,0 +1,388 @@
+"""Stage `train-verifier`: train the verifier on labelled generator samples.
+
+Data: one example per train sample, format_prompt(question) followed by the sample's own
+token ids (samples/train shards), with its 0/1 label (is_correct; unlabelled rows are skipped).
+Sequences longer than cfg.verifier.max_len lose tokens from the left: the end of the
+solution, where the value matters most, is always kept.
+
+Loss (per micro-batch, a mean over the positions that carry it):
+- value: MSE between the value (a probability) and the label (the paper), or BCE on the
+  value's logit (cfg.verifier.loss=bce). cfg.verifier.level=token puts it at every solution
+  token (a value function over prefixes); level=solution at the final token only. Question
+  and padding positions never carry it.
+- LM: next-token cross entropy on the solution tokens, weighted by cfg.verifier.lm_weight;
+  at 0 the LM logits are not even computed, so no gradient comes from the LM objective.
+
+Init (cfg.verifier.init): "generator" = run_dir/generator/final, "base" = cfg.model.name
+(a hub model / folder, or for presets a fresh random model: a from-scratch ablation),
+"auto" = generator for presets (they have no other pretraining), base for real models (the paper).
+The token head's gain and bias are first fitted to the data (Verifier.calibrate_head).
+
+Validation on samples of the val problems (samples/val): AUC, accuracy at 0.5, ECE, Brier
+score, best-of-N accuracy (the highest-value sample of each problem), next to the samples'
+own accuracy and coverage; logged to metrics.jsonl (stage "train-verifier").
+Checkpoints and resume come from gsmv.train.loop (run_dir/verifier/step-NNNNNN); the final
+model is run_dir/verifier/final, loadable with gsmv.models.verifier.load_verifier.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import gather_object
+from torch import nn
+from torch.nn import functional as F
+
+from gsmv.artifacts import MetricsLog, RunPaths, list_shards
+from gsmv.config import RunConfig, VerifierConfig
+from gsmv.errors import GsmvError
+from gsmv.label import read_columns
+from gsmv.models.verifier import (
+    Verifier,
+    build_verifier,
+    ensure_value_token,
+    max_positions,
+    prompt_ids,
+    score_sequences,
+)
+from gsmv.runtime import seed_everything, setup_threads
+from gsmv.train.loop import Batch, fit, make_accelerator, pad_collate_fn, train_hash
+
+STAGE = "train-verifier"
+CALIBRATION_EXAMPLES = 256
+
+
+# ---------------------------------------------------------------- data
+
+
+def make_example(prompt: Sequence[int], solution: Sequence[int], label: float, *, max_len: int,
+                 level: str) -> tuple[dict, bool]:
+    """One training example and whether it was truncated.
+
+    input_ids = prompt + solution, cut from the left to max_len; labels = solution ids (LM targets),
+    -100 elsewhere; value_mask = 1 where the value loss applies (every solution token, or the last
+    token for level=solution; the last token also when the solution is empty)."""
+    ids = list(prompt) + list(solution)
+    start = len(prompt)
+    cut = max(0, len(ids) - max_len)
+    ids, start = ids[cut:], max(0, start - cut)
+    labels = [-100] * start + ids[start:]
+    value_mask = [0] * len(ids)
+    if level == "token" and start < len(ids):
+        value_mask[start:] = [1] * (len(ids) - start)
+    else:
+        value_mask[-1] = 1
+    return {"input_ids": ids, "labels": labels, "value_mask": value_mask, "target": float(label)}, cut > 0
+
+
+def read_samples(folder: Path, prompts: dict[str, list[int]], split: str) -> list[dict]:
+    """Labelled rows {problem_id, prompt, tokens, label} of a sample folder (unlabelled rows skipped)."""
+    rows = []
+    for path in list_shards(folder):
+        t = read_columns(path, ("problem_id", "tokens", "is_correct"))
+        for i, (pid, toks, ok) in enumerate(zip(t.column("problem_id").to_pylist(), t.column("tokens").to_pylist(),
+                                                t.column("is_correct").to_pylist(), strict=True)):
+            if ok is None:
+                continue
+            if pid not in prompts:
+                raise GsmvError(f"{path}: row {i}: problem_id {pid!r} is not in the '{split}' split")
+            rows.append({"problem_id": pid, "prompt": prompts[pid], "tokens": list(toks or []), "label": bool(ok)})
+    return rows
+
+
+def collate_fn(pad_id: int):
+    pad = pad_collate_fn(pad_id, keys=("input_ids", "labels", "value_mask"))
+
+    def collate(examples: list[dict]) -> Batch:
+        batch = pad(examples)
+        batch["target"] = torch.tensor([ex["target"] for ex in examples], dtype=torch.float32)
+        return batch
+
+    return collate
+
+
+# ---------------------------------------------------------------- loss
+
+
+def lm_logits_mask(labels: torch.Tensor) -> torch.Tensor:
+    """Positions whose next token is an LM target (logits at p predict the token at p + 1)."""
+    mask = torch.zeros_like(labels, dtype=torch.bool)
+    mask[:, :-1] = labels[:, 1:] != -100
+    return mask
+
+
+def verifier_loss(value_logits: torch.Tensor, lm_logits: torch.Tensor | None, batch: Batch, *,
+                  loss: str = "mse", lm_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
+    """(value loss + lm_weight · LM loss, stats). lm_logits are the (N, V) logits at lm_logits_mask
+    positions, or None when lm_weight is 0 (then the LM objective contributes nothing)."""
+    mask = batch["value_mask"].bool()
+    target = batch["target"].to(value_logits.dtype)[:, None].expand_as(value_logits)[mask]
+    z = value_logits[mask]
+    if loss == "mse":
+        value_loss = (torch.sigmoid(z) - target).pow(2).mean()
+    elif loss == "bce":
+        value_loss = F.binary_cross_entropy_with_logits(z, target)
+    else:
+        raise GsmvError(f"verifier loss '{loss}': valid losses are mse, bce")
+    stats = {"value_loss": float(value_loss.detach()), "tokens": float(mask.sum())}
+    total = value_loss
+    if lm_weight > 0:
+        if lm_logits is None:
+            raise GsmvError("verifier_loss: lm_weight > 0 needs the LM logits")
+        shifted = batch["labels"][:, 1:]
+        targets = shifted[shifted != -100]
+        lm = F.cross_entropy(lm_logits.float(), targets) if targets.numel() else lm_logits.sum() * 0.0
+        stats["lm_loss"] = float(lm.detach())
+        total = total + lm_weight * lm
+    return total, stats
+
+
+def make_loss_fn(vcfg: VerifierConfig):
+    def loss_fn(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        use_lm = vcfg.lm_weight > 0
+        out = model(batch["input_ids"], batch["attention_mask"], return_logits=False,
+                    logits_mask=lm_logits_mask(batch["labels"]) if use_lm else None)
+        return verifier_loss(out.value_logits, out.logits, batch, loss=vcfg.loss, lm_weight=vcfg.lm_weight)
+
+    return loss_fn
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney, ties count half); NaN with one class only."""
+    labels = labels.astype(bool)
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores), dtype=np.float64)
+    sorted_scores = scores[order]
+    i = 0
+    while i < len(scores):  # average ranks over ties
+        j = i
+        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 10) -> float:
+    """Σ_b (n_b / n) · |accuracy_b − mean confidence_b| over equal-width probability bins."""
+    if len(probs) == 0:
+        return float("nan")
+    idx = np.minimum((probs * bins).astype(int), bins - 1)
+    err = 0.0
+    for b in range(bins):
+        sel = idx == b
+        if sel.any():
+            err += sel.mean() * abs(labels[sel].mean() - probs[sel].mean())
+    return float(err)
+
+
+def best_of_n(problem_ids: Sequence[str], scores: np.ndarray, labels: np.ndarray) -> float:
+    """Share of problems whose highest-scoring sample is correct (first sample wins ties)."""
+    best: dict[str, tuple[float, bool]] = {}
+    for pid, s, y in zip(problem_ids, scores, labels, strict=True):
+        if pid not in best or s > best[pid][0]:
+            best[pid] = (float(s), bool(y))
+    return sum(y for _, y in best.values()) / len(best) if best else float("nan")
+
+
+def val_metrics(problem_ids: Sequence[str], scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    labels = labels.astype(bool)
+    y = labels.astype(np.float64)
+    per_problem: dict[str, bool] = {}
+    for pid, ok in zip(problem_ids, labels, strict=True):
+        per_problem[pid] = per_problem.get(pid, False) or bool(ok)
+    return {
+        "val_auc": auc(scores, labels),
+        "val_acc": float(((scores >= 0.5) == labels).mean()),
+        "val_ece": expected_calibration_error(scores, y),
+        "val_brier": float(((scores - y) ** 2).mean()),
+        "val_best_of_n": best_of_n(problem_ids, scores, labels),
+        "val_base_accuracy": float(y.mean()),
+        "val_coverage": sum(per_problem.values()) / len(per_problem),
+        "val_samples": float(len(labels)),
+        "val_problems": float(len(per_problem)),
+    }
+
+
+def make_eval_fn(accelerator: Accelerator, rows: list[dict], *, batch_size: int, pad_id: int, max_len: int):
+    """Score every val sample (rows split across processes), gather, compute val_metrics."""
+    seqs = [r["prompt"] + r["tokens"] for r in rows]
+    starts = [len(r["prompt"]) for r in rows]
+    pids = [r["problem_id"] for r in rows]
+    labels = np.array([r["label"] for r in rows], dtype=bool)
+
+    def eval_fn(model: nn.Module) -> dict[str, float]:
+        world, rank = accelerator.num_processes, accelerator.process_index
+        mine = list(range(rank, len(rows), world))
+        per_rank = math.ceil(len(rows) / world)
+        was_training = model.training
+        model.eval()
+        res = score_sequences(model, [seqs[i] for i in mine], [starts[i] for i in mine], batch_size=batch_size,
+                              pad_id=pad_id, max_len=max_len, min_batches=math.ceil(per_rank / batch_size))
+        if was_training:
+            model.train()
+        got = gather_object([(i, final) for i, (final, _) in zip(mine, res, strict=True)])
+        scores = np.full(len(rows), np.nan)
+        for i, s in got:
+            scores[i] = s
+        return val_metrics(pids, scores, labels)
+
+    return eval_fn
+
+
+# ---------------------------------------------------------------- init
+
+
+def init_source(cfg: RunConfig) -> str:
+    """'generator' or 'base': where the verifier's weights start (cfg.verifier.init resolved)."""
+    from gsmv.models.loading import is_preset
+
+    init = cfg.verifier.init
+    if init == "auto":
+        return "generator" if is_preset(cfg.model.name) else "base"
+    return init
+
+
+def build_initial_verifier(cfg: RunConfig) -> tuple[Verifier, Any, str]:
+    """(verifier in fp32 on CPU, tokenizer, a description of the init) per cfg.verifier.init."""
+    from gsmv.models.loading import apply_residual_dropout, build_from_preset, is_preset
+
+    vcfg = cfg.verifier
+    paths = RunPaths(cfg.run_dir)
+    source = init_source(cfg)
+    if source == "generator":
+        if not (paths.generator_final / "config.json").is_file():
+            raise GsmvError(f"{paths.generator_final}: no fine-tuned generator to start the verifier from "
+                            "(run finetune first, or set verifier.init=base)")
+        ver, tok = build_verifier(paths.generator_final, head=vcfg.head, value_token=vcfg.value_token,
+                                  dtype=torch.float32, device="cpu", dropout=vcfg.dropout)
+        return ver, tok, str(paths.generator_final)
+    if is_preset(cfg.model.name):
+        from transformers import AutoTokenizer
+
+        from gsmv.models.tokenizer import check_tokenizer
+
+        if not paths.tokenizer.is_dir():
+            raise GsmvError(f"{paths.tokenizer}: no tokenizer for the '{cfg.model.name}' preset (run finetune first)")
+        tok = check_tokenizer(AutoTokenizer.from_pretrained(paths.tokenizer), where=str(paths.tokenizer))
+        lm = build_from_preset(cfg.model, tok, seed=vcfg.seed)
+        apply_residual_dropout(lm, vcfg.dropout)
+        tid = ensure_value_token(lm, tok, vcfg.value_token) if vcfg.head == "token" else None
+        return Verifier(lm, head=vcfg.head, value_token_id=tid, tokenizer=tok), tok, f"random {cfg.model.name}"
+    ver, tok = build_verifier(cfg.model.name, head=vcfg.head, value_token=vcfg.value_token, dtype=torch.float32,
+                              device="cpu", dropout=vcfg.dropout)
+    return ver, tok, cfg.model.name
+
+
+def _freeze_unused_lm_head(ver: Verifier, vcfg: VerifierConfig) -> None:
+    """An untied output layer that neither the LM loss nor the head reads gets no gradient, which DDP
+    rejects; freeze it instead."""
+    out, inp = ver.lm.get_output_embeddings(), ver.lm.get_input_embeddings()
+    tied = out.weight is inp.weight
+    if vcfg.lm_weight == 0 and vcfg.head == "linear" and not tied:
+        out.requires_grad_(False)
+
+
+@torch.no_grad()
+def calibrate(ver: Verifier, examples: list[dict], collate, batch_size: int) -> None:
+    """Fit the token head's gain and bias to the reserved logits on (a prefix of) the training data."""
+    if ver.head != "token" or not examples:
+        return
+    was = ver.training
+    ver.eval()
+    sample = examples[:CALIBRATION_EXAMPLES]
+    zs = []
+    for i in range(0, len(sample), batch_size):
+        b = collate(sample[i:i + batch_size])
+        z = ver.reserved_logits(ver.hidden_states(b["input_ids"], b["attention_mask"]))
+        zs.append(z[b["value_mask"].bool()])
+    rate = float(np.mean([ex["target"] for ex in examples]))
+    ver.calibrate_head(torch.cat(zs), rate)
+    ver.train(was)
+
+
+def verifier_saver(tokenizer: Any):
+    def save(model: nn.Module, folder: Path, state_dict: dict[str, torch.Tensor]) -> None:
+        model.save_pretrained(folder, tokenizer=tokenizer, state_dict=state_dict)
+
+    return save
+
+
+# ---------------------------------------------------------------- stage
+
+
+def main(cfg: RunConfig, *, on_step: Callable[[int], None] | None = None) -> dict[str, float]:
+    """Train the verifier → run_dir/verifier/final; returns the final validation metrics.
+    on_step(step) runs after every optimizer step (tests use it to simulate a crash)."""
+    from gsmv.data.gsm8k import load_split
+
+    vcfg = cfg.verifier
+    setup_threads(cfg)
+    accelerator = make_accelerator(cfg, vcfg)
+    paths = RunPaths(cfg.run_dir)
+    if not list_shards(paths.samples("train")):
+        raise GsmvError(f"{paths.samples('train')}: no train samples (run sample --split train, then label)")
+    seed_everything(vcfg.seed)
+    ver, tok, init_desc = build_initial_verifier(cfg)
+    _freeze_unused_lm_head(ver, vcfg)
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    limit = max_positions(ver.lm)
+    max_len = min(vcfg.max_len, limit) if limit else vcfg.max_len
+
+    def prompts_of(split: str) -> dict[str, list[int]]:
+        return {p.id: prompt_ids(tok, p.question) for p in load_split(cfg, split)}
+
+    train_rows = read_samples(paths.samples("train"), prompts_of("train"), "train")
+    if not train_rows:
+        raise GsmvError(f"{paths.samples('train')}: no labelled samples (run label first)")
+    val_rows = read_samples(paths.samples("val"), prompts_of("val"), "val") if list_shards(paths.samples("val")) else []
+
+    train_ex, n_cut = [], 0
+    for r in train_rows:
+        ex, cut = make_example(r["prompt"], r["tokens"], r["label"], max_len=max_len, level=vcfg.level)
+        train_ex.append(ex)
+        n_cut += cut
+    val_ex = [make_example(r["prompt"], r["tokens"], r["label"], max_len=max_len, level=vcfg.level)[0]
+              for r in val_rows]
+    collate = collate_fn(pad_id)
+    calibrate(ver, train_ex, collate, vcfg.batch_size)
+
+    metrics = MetricsLog(paths.metrics, STAGE, enabled=accelerator.is_main_process)
+    positives = sum(r["label"] for r in train_rows)
+    metrics.log(event="data", init=init_desc, train_examples=len(train_ex), train_positive_rate=positives / len(train_ex),
+                truncated=n_cut, val_examples=len(val_ex), head=vcfg.head, level=vcfg.level, loss=vcfg.loss,
+                lm_weight=vcfg.lm_weight)
+    data_key = {"data": {k: getattr(cfg.data, k) for k in ("source", "val_size", "val_seed", "train_limit")},
+                "init": init_desc, "examples": len(train_ex), "positives": positives}
+    eval_fn = make_eval_fn(accelerator, val_rows, batch_size=vcfg.batch_size, pad_id=pad_id,
+                           max_len=max_len) if val_rows else None
+    result = fit(
+        accelerator=accelerator,
+        model=ver,
+        tcfg=vcfg,
+        train_examples=train_ex,
+        collate=collate,
+        loss_fn=make_loss_fn(vcfg),
+        ckpt_dir=paths.verifier,
+        config_hash=train_hash(vcfg, cfg.model, data_key),
+        save_model=verifier_saver(tok),
+        metrics=metrics,
+        val_examples=val_ex or None,
+        eval_fn=eval_fn,
+        on_step=on_step,
+        desc=STAGE,
+    )
+    accelerator.wait_for_everyone()
+    return dict(result.val)

@@ -1,0 +1,236 @@
+"""The annotation calculator: arithmetic, formatting, hostile input, helpers, and all GSM8K annotations."""
+
+from __future__ import annotations
+
+import builtins
+from decimal import Decimal
+from fractions import Fraction
+
+import pytest
+
+from gsmv.data.answers import normalize_answer
+from gsmv.data.calculator import (
+    RESULT_DECIMALS,
+    Annotation,
+    evaluate,
+    find_annotations,
+    format_result,
+    open_annotation,
+    open_expression,
+    strip_annotations,
+)
+
+
+@pytest.mark.parametrize(
+    ("expr", "expected"),
+    [
+        ("48/2", "24"),
+        ("48+24", "72"),
+        ("100-50-30-15", "5"),
+        ("12/60", "0.2"),
+        ("0.2*50", "10"),  # integral results have no `.0`
+        ("5.0*2", "10"),
+        (".5*4", "2"),  # leading-dot decimal
+        ("2-.5", "1.5"),
+        ("1,000*2", "2000"),  # thousands commas
+        ("12*20,000", "240000"),
+        ("1,234,567+1", "1234568"),
+        ("(2+3)*4", "20"),
+        ("2+3*4", "14"),
+        ("-14+-8+1", "-21"),  # unary minus
+        ("3*+6", "18"),  # unary plus, as GSM8K writes it
+        ("+10", "10"),
+        ("-(2+3)", "-5"),
+        ("560//10", "56"),  # GSM8K writes `//` twice
+        ("7//2", "3"),
+        ("2**10", "1024"),
+        ("2**-2", "0.25"),
+        ("(-2)**3", "-8"),
+        ("2**0.5", "1.414"),  # a non-integer power, through a float, rounded
+        ("0.1+0.2", "0.3"),  # exact: a float sum would be 0.30000000000000004
+        ("10/4", "2.5"),
+        ("10/3", "3.333"),  # rounded to RESULT_DECIMALS
+        ("2/3", "0.667"),
+        ("-2/3", "-0.667"),
+        ("1/8", "0.125"),
+        ("1/2000", "0.001"),  # half away from zero
+        ("-1/2000", "-0.001"),
+        ("-1/10000", "0"),  # no negative zero
+        ("05+007", "12"),  # leading zeros, which Python rejects
+        (" 3 + 4 ", "7"),
+        ("999999999999999+1", "1000000000000000"),  # exact at the magnitude bound
+        ("2920000000*1", "2920000000"),
+    ],
+)
+def test_evaluate(expr, expected):
+    assert evaluate(expr) == expected
+
+
+@pytest.mark.parametrize(
+    "expr",
+    [
+        "9**9**9",
+        "10**10**10",
+        "2**1000000",
+        "(1/3)**-64",
+        "0.1**-20",
+        "2**65",
+        "0.5**65",  # the exponent bound, which also stops 0.5**10**12 from building a 10**12-bit number
+        "1" * 100_000,
+        "9" * 201,  # over the length bound
+        "99999999999999999999",  # a literal over the magnitude bound
+        "10**16",
+        "999999999999999*999999999999999",
+        "__import__('os').system('x')",
+        "().__class__.__bases__[0].__subclasses__()",
+        "lambda: 1",
+        "[1, 2]",
+        "1/0",
+        "1//0",
+        "0**-1",
+        "(-8)**(1/3)",
+        "1e5",
+        "1_000",
+        "0x10",
+        "3j",
+        "1,2",  # a comma that is not a thousands separator would make a tuple
+        "3/4=3/4",
+        "5%2",
+        "2x3",
+        "a+b",
+        "1+",
+        "()",
+        "",
+        "   ",
+        "(" * 150 + "1" + ")" * 150,
+        "-" * 199 + "(",
+        "1\n+2",
+        None,
+        42,
+    ],
+)
+def test_evaluate_rejects(expr):
+    assert evaluate(expr) is None
+
+
+def test_evaluate_never_uses_eval_or_exec(monkeypatch):
+    def forbidden(*args, **kwargs):
+        raise AssertionError("eval/exec called")
+
+    monkeypatch.setattr(builtins, "eval", forbidden)
+    monkeypatch.setattr(builtins, "exec", forbidden)
+    assert evaluate("(1+2)*3/4") == "2.25"
+    assert evaluate("__import__('os').system('x')") is None
+
+
+def test_deepest_expressions_within_the_length_bound_evaluate():
+    # The length bound is what keeps the parser and the recursive walk within Python's stack.
+    assert evaluate("-" * 199 + "1") == "-1"
+    assert evaluate("-" * 198 + "1") == "1"
+    assert evaluate("(" * 99 + "1" + ")" * 99) == "1"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (Fraction(2), "2"),
+        (Fraction(-5, 2), "-2.5"),
+        (Fraction(1, 3), "0.333"),
+        (Fraction(0), "0"),
+        (Fraction(-1, 10**6), "0"),
+        (Fraction(19999, 10000), "2"),  # rounds up into the integer part
+        (Fraction(10**15), "1000000000000000"),
+    ],
+)
+def test_format_result(value, expected):
+    assert format_result(value) == expected
+
+
+SOLUTION = (
+    "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n"
+    "Natalia sold 48+24 = <<48+24=72>>72 clips altogether in April and May.\n#### 72"
+)
+
+
+def test_find_annotations():
+    anns = find_annotations(SOLUTION)
+    assert [(a.expr, a.result) for a in anns] == [("48/2", "24"), ("48+24", "72")]
+    for a in anns:
+        assert SOLUTION[a.start : a.end] == f"<<{a.expr}={a.result}>>"
+    assert find_annotations("no annotations, 3+4 = 7") == []
+    assert find_annotations("open <<3+4=7") == []
+    assert find_annotations("x <<1=2>>y<<3=4>>") == [Annotation(2, 9, "1", "2"), Annotation(10, 17, "3", "4")]
+
+
+def test_strip_annotations():
+    assert strip_annotations(SOLUTION) == (
+        "Natalia sold 48/2 = 24 clips in May.\n"
+        "Natalia sold 48+24 = 72 clips altogether in April and May.\n#### 72"
+    )
+    assert strip_annotations("a <<no equals>>b") == "a b"
+    assert strip_annotations("plain text") == "plain text"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("She sold 48/2 = <<48/2=", "48/2"),
+        ("<<48/2=24>>24 clips and 48+24 = <<48+24=", "48+24"),
+        ("<<=", ""),
+        ("<<48/2=24", None),  # already writing the result
+        ("<<48/2=24>>", None),
+        ("<<48/2=24>>24 =", None),  # an `=` outside any annotation
+        ("<<48/2", None),  # no `=` yet
+        ("<<1=2=", None),  # the calculator acts on the first `=` only
+        ("no annotation =", None),
+        ("", None),
+    ],
+)
+def test_open_expression(text, expected):
+    assert open_expression(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("48/2 = <<48/2=", ("48/2", "")),
+        ("48/2 = <<48/2=2", ("48/2", "2")),
+        ("<<1+1=2>>2 then <<3*4=1", ("3*4", "1")),
+        ("<<3*4=12>", ("3*4", "12>")),  # half of `>>`: the caller sees it in the partial result
+        ("<<1=2=3", ("1", "2=3")),
+        ("<<48/2=24>>", None),
+        ("<<48/2", None),
+        ("text", None),
+    ],
+)
+def test_open_annotation(text, expected):
+    assert open_annotation(text) == expected
+
+
+def _tolerance(written: str) -> Decimal:
+    """Half a unit of the written result's last digit, and never below our own rounding."""
+    decimals = len(written.split(".")[1]) if "." in written else 0
+    return Decimal(5).scaleb(-min(decimals, RESULT_DECIMALS) - 1)
+
+
+# Annotations of GSM8K whose written result is not the value of their expression.
+# test-00319 writes the fraction itself as the "result".
+KNOWN_MALFORMED = {("test-00319", "3/4", "3/4")}
+
+
+def test_every_gsm8k_annotation_evaluates_to_its_result(gsm8k_records):
+    failures = set()
+    total = 0
+    for split, records in gsm8k_records.items():
+        for i, rec in enumerate(records):
+            text = rec["answer"]
+            anns = find_annotations(text)
+            assert len(anns) == text.count("<<") == text.count(">>"), f"{split}-{i:05d}: unparsed annotation"
+            for a in anns:
+                total += 1
+                got, written = evaluate(a.expr), normalize_answer(a.result)
+                if got is None or written is None or abs(Decimal(got) - Decimal(written)) > _tolerance(written):
+                    failures.add((f"{split}-{i:05d}", a.expr, a.result))
+    assert failures == KNOWN_MALFORMED, f"unexpected annotation mismatches: {sorted(failures - KNOWN_MALFORMED)}"
+    assert total > 27_000
+

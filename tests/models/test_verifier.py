@@ -1,0 +1,198 @@
+"""The verifier model: heads, LM path, save/load, batched scoring."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from gsmv.errors import GsmvError
+from gsmv.models.verifier import (
+    CONFIG_NAME,
+    HEAD_NAME,
+    Verifier,
+    build_verifier,
+    load_verifier,
+    prompt_ids,
+)
+
+
+def _ids(tok, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    enc = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    width = max(map(len, enc))
+    ids = torch.full((len(enc), width), tok.pad_token_id)
+    mask = torch.zeros((len(enc), width), dtype=torch.long)
+    for i, e in enumerate(enc):
+        ids[i, :len(e)] = torch.tensor(e)
+        mask[i, :len(e)] = 1
+    return ids, mask
+
+
+TEXTS = ["Raj has 5 boxes.\nThere are 5*3 = <<5*3=15>>15 coins.\n#### 15", "Sam has 13 coins.\n#### 30"]
+
+
+def test_token_head_is_gain_and_bias_on_the_reserved_token_logit(tiny_llama_dir):
+    ver, tok = build_verifier(tiny_llama_dir, head="token")
+    ver.eval()
+    vid = tok.convert_tokens_to_ids("<|value|>")
+    assert ver.value_token_id == vid
+    ids, mask = _ids(tok, TEXTS)
+    with torch.no_grad():
+        out = ver(ids, mask)
+        plain = ver.lm(input_ids=ids, attention_mask=mask).logits
+        # The LM path is the LM itself.
+        torch.testing.assert_close(out.logits, plain)
+        # Initial head (gain 1, bias 0): the value is the sigmoid of the LM's own reserved-token logit.
+        torch.testing.assert_close(out.values, torch.sigmoid(plain[..., vid]))
+        ver.gain.fill_(1.7)
+        ver.bias.fill_(-0.3)
+        out2 = ver(ids, mask)
+        torch.testing.assert_close(out2.value_logits, 1.7 * plain[..., vid] - 0.3)
+        torch.testing.assert_close(out2.values, torch.sigmoid(1.7 * plain[..., vid] - 0.3))
+
+
+def test_value_follows_the_unembedding_row(tiny_llama_dir):
+    """Changing the reserved token's unembedding row changes the values (the head reads the LM)."""
+    ver, tok = build_verifier(tiny_llama_dir, head="token")
+    ver.eval()
+    ids, mask = _ids(tok, TEXTS)
+    with torch.no_grad():
+        before = ver(ids, mask, return_logits=False).values.clone()
+        ver.lm.get_output_embeddings().weight[ver.value_token_id] += 0.5
+        after = ver(ids, mask, return_logits=False).values
+    assert not torch.allclose(before, after)
+
+
+def test_logits_mask_and_no_logits(tiny_llama_dir):
+    ver, tok = build_verifier(tiny_llama_dir, head="token")
+    ver.eval()
+    ids, mask = _ids(tok, TEXTS)
+    sel = mask.bool().clone()
+    sel[:, :3] = False
+    with torch.no_grad():
+        full = ver(ids, mask)
+        part = ver(ids, mask, logits_mask=sel)
+        none = ver(ids, mask, return_logits=False)
+    assert none.logits is None
+    assert part.logits.shape == (int(sel.sum()), full.logits.shape[-1])
+    torch.testing.assert_close(part.logits, full.logits[sel])
+    torch.testing.assert_close(none.values, full.values)
+
+
+def test_linear_head_starts_at_one_half(tiny_llama_dir):
+    ver, tok = build_verifier(tiny_llama_dir, head="linear")
+    ids, mask = _ids(tok, TEXTS)
+    with torch.no_grad():
+        assert torch.all(ver(ids, mask).values == 0.5)
+        ver.linear.weight.normal_()
+        hidden = ver.hidden_states(ids, mask)
+        torch.testing.assert_close(ver(ids, mask).values, torch.sigmoid(ver.linear(hidden).squeeze(-1)))
+
+
+@pytest.mark.parametrize("head", ["token", "linear"])
+def test_save_load_round_trip(tiny_llama_dir, tmp_path, head):
+    ver, tok = build_verifier(tiny_llama_dir, head=head)
+    with torch.no_grad():
+        if head == "token":
+            ver.gain.fill_(0.37)
+            ver.bias.fill_(1.25)
+        else:
+            ver.linear.weight.normal_()
+            ver.linear.bias.fill_(0.4)
+    ver.eval()
+    ids, mask = _ids(tok, TEXTS)
+    ver.save_pretrained(tmp_path / "v")
+    assert (tmp_path / "v" / CONFIG_NAME).is_file() and (tmp_path / "v" / HEAD_NAME).is_file()
+    back, tok2 = load_verifier(tmp_path / "v", dtype=torch.float32, device="cpu")
+    assert not back.training and back.head == head
+    assert tok2.convert_tokens_to_ids("<|value|>") == tok.convert_tokens_to_ids("<|value|>")
+    with torch.no_grad():
+        torch.testing.assert_close(back(ids, mask).values, ver(ids, mask).values)
+
+
+def test_hf_tokenizer_without_value_token_gets_one(tiny_gpt2_dir, tmp_path):
+    ver, tok = build_verifier(tiny_gpt2_dir, head="token")
+    vid = ver.value_token_id
+    assert tok.convert_ids_to_tokens(vid) == "<|value|>"
+    assert vid < ver.lm.get_output_embeddings().weight.shape[0]
+    ver.save_pretrained(tmp_path / "g")
+    back, tok2 = load_verifier(tmp_path / "g")
+    assert back.value_token_id == vid and tok2.convert_tokens_to_ids("<|value|>") == vid
+    ids, mask = _ids(tok, TEXTS)
+    ver.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(back(ids, mask).values, ver(ids, mask).values)
+
+
+def test_residual_dropout_is_applied(tiny_llama_dir):
+    ver, tok = build_verifier(tiny_llama_dir, head="token", dropout=0.5)
+    ids, mask = _ids(tok, TEXTS)
+    torch.manual_seed(0)
+    ver.train()
+    with torch.no_grad():
+        a, b = ver(ids, mask).values, ver(ids, mask).values
+        ver.eval()
+        c, d = ver(ids, mask).values, ver(ids, mask).values
+    assert not torch.allclose(a, b)
+    torch.testing.assert_close(c, d)
+
+
+def test_calibrate_head_centres_values_on_the_base_rate(tiny_llama_dir):
+    ver, tok = build_verifier(tiny_llama_dir, head="token")
+    ids, mask = _ids(tok, TEXTS)
+    with torch.no_grad():
+        z = ver.reserved_logits(ver.hidden_states(ids, mask))[mask.bool()]
+    ver.calibrate_head(z * 10 - 30, target_rate=0.3)  # a saturated, shifted logit distribution
+    with torch.no_grad():
+        vl = ver.gain * (z * 10 - 30) + ver.bias
+    assert float(vl.mean()) == pytest.approx(math.log(0.3 / 0.7), abs=1e-4)
+    assert float(ver.gain.detach()) > 0  # still increasing in the reserved token's logit
+
+
+def test_score_sequences_matches_single_forward(tiny_llama_dir):
+    ver, tok = build_verifier(tiny_llama_dir, head="token")
+    ver.eval()
+    rng = np.random.default_rng(0)
+    seqs = [list(rng.integers(0, len(tok) - 3, size=n)) for n in (5, 17, 9, 30, 1, 12)]
+    starts = [2, 5, 0, 10, 0, 12]
+    res = ver.score_sequences(seqs, starts, batch_size=4, pad_id=tok.pad_token_id)
+    for s, st, (final, vals) in zip(seqs, starts, res, strict=True):
+        with torch.no_grad():
+            v = ver(torch.tensor([s]), return_logits=False).values[0].numpy()
+        np.testing.assert_allclose(vals, v[st:], rtol=1e-5, atol=1e-6)
+        assert final == pytest.approx(float(v[-1]), abs=1e-6)
+        assert len(vals) == len(s) - st
+
+
+def test_score_sequences_truncates_from_the_left(tiny_llama_dir):
+    ver, tok = build_verifier(tiny_llama_dir, head="token")
+    ver.eval()
+    seq = list(range(10, 30))
+    final, vals = ver.score_sequences([seq], [5], batch_size=2, pad_id=0, max_len=8)[0]
+    with torch.no_grad():
+        v = ver(torch.tensor([seq[-8:]]), return_logits=False).values[0].numpy()
+    assert len(vals) == 15 and np.isnan(vals[:7]).all()
+    np.testing.assert_allclose(vals[7:], v, rtol=1e-5, atol=1e-6)
+    assert final == pytest.approx(float(v[-1]), abs=1e-6)
+
+
+def test_prompt_ids_is_the_formatted_question(tiny_tokenizer):
+    ids = prompt_ids(tiny_tokenizer, "How many?")
+    assert tiny_tokenizer.decode(ids) == "How many?\n"
+
+
+def test_load_verifier_rejects_a_plain_model_folder(tiny_llama_dir):
+    with pytest.raises(GsmvError, match="not a verifier folder"):
+        load_verifier(tiny_llama_dir)
+
+
+def test_unknown_head_and_bad_token_id(tiny_llama_dir):
+    from gsmv.models.loading import load_model_and_tokenizer
+
+    lm, _ = load_model_and_tokenizer(tiny_llama_dir)
+    with pytest.raises(GsmvError, match="valid heads"):
+        Verifier(lm, head="mlp")
+    with pytest.raises(GsmvError, match="value token id"):
+        Verifier(lm, head="token", value_token_id=10**6)

@@ -1,0 +1,117 @@
+"""Plots and report.md: PNGs written and not blank, training curves read defensively, the report stage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fake_run import build_run, write_reference_data
+from PIL import Image
+
+from gsmv import evaluate, report
+from gsmv.artifacts import RunPaths
+from gsmv.errors import GsmvError
+from gsmv.report import plots
+
+
+def assert_png(path: Path) -> None:
+    assert path.is_file() and path.stat().st_size > 2000
+    img = np.asarray(Image.open(path).convert("L"), dtype=float)
+    assert img.shape[0] > 200 and img.shape[1] > 200
+    assert img.std() > 5  # lines, labels and bands, not an empty canvas
+
+
+@pytest.fixture
+def results(tiny_cfg):
+    build_run(tiny_cfg)
+    return evaluate.main(tiny_cfg)
+
+
+def test_scaling_and_top_k_plots(results, tmp_path):
+    assert_png(plots.plot_scaling(results, tmp_path / "a" / "scaling.png"))
+    assert_png(plots.plot_top_k(results, tmp_path / "top_k.png"))
+    no_greedy = {**results, "metrics": {**results["metrics"], "test@1": None}}
+    assert_png(plots.plot_scaling(no_greedy, tmp_path / "scaling2.png"))
+
+
+def test_compare_and_score_plots(results, tmp_path):
+    other = json.loads(json.dumps(results))
+    other["curves"]["best_of_n"]["value"] = [v * 0.9 for v in other["curves"]["best_of_n"]["value"]]
+    assert_png(plots.plot_compare({"token": results, "solution": other}, tmp_path / "compare.png"))
+    rng = np.random.default_rng(0)
+    assert_png(plots.plot_score_hist(rng.random((10, 8)), rng.random((10, 8)) < 0.5, tmp_path / "scores.png"))
+
+
+def test_training_series_reads_metrics_defensively():
+    records = [
+        {"stage": "finetune", "event": "start", "step": 0},
+        {"stage": "finetune", "step": 10, "loss": 2.0, "lr": 1e-3},
+        {"stage": "finetune", "step": 20, "loss": "nan?", "val_loss": 1.5},
+        {"stage": "finetune", "loss": 1.0},  # no step: its position
+        {"stage": "finetune", "event": "end", "step": 20, "val_loss": 1.5},  # repeats the last val
+        {"stage": "train-verifier", "step": 5, "loss": 0.5, "train_value_loss": 0.2, "train_tokens": 9},
+        {"stage": "train-verifier", "step": 5, "val_auc": 0.7, "val_loss": float("nan")},
+        {"stage": "sample", "step": 1, "loss": 9.0},
+        "not a record",
+    ]
+    s = plots.training_series(records)
+    assert s["finetune"]["train loss"] == ([10.0, 3.0], [2.0, 1.0])
+    assert s["finetune"]["val loss"] == ([20.0], [1.5])
+    assert set(s["train-verifier"]) == {"train loss", "train value loss", "val auc"}
+    assert plots.plot_training([], "unused.png") is None
+
+
+def test_training_plot(tiny_cfg, tmp_path):
+    from fake_run import log_training
+
+    from gsmv.artifacts import read_metrics
+
+    log_training(tiny_cfg)
+    assert_png(plots.plot_training(read_metrics(RunPaths(tiny_cfg.run_dir).metrics), tmp_path / "training.png"))
+
+
+def test_report_main_writes_markdown_plots_and_reference_row(tiny_cfg, tmp_path, tiny_data_dir):
+    tiny_cfg.data.dir = str(write_reference_data(tmp_path / "data", tiny_data_dir))
+    build_run(tiny_cfg)
+    # results.json missing: the report runs the evaluation itself.
+    out = report.main(tiny_cfg)
+    paths = RunPaths(tiny_cfg.run_dir)
+    assert paths.results.exists() and paths.report_html.exists()
+    for name in ("scaling", "top_k", "scores", "training"):
+        assert_png(paths.plots / f"{name}.png")
+    assert out["plots"] == 4
+    md = paths.report_md.read_text()
+    res = json.loads(paths.results.read_text())
+    best, lo = res["metrics"]["best_of_n"]["value"], res["metrics"]["best_of_n"]["ci_low"]
+    assert f"| verifier best-of-12 | {100 * best:.1f}% | [{100 * lo:.1f}," in md
+    # The 4-line reference file: 6B finetuning 1/4 correct, 175B verification 3/4.
+    assert "| paper 6B finetuning (test@1) | 25.0% |" in md
+    assert "| paper 175B verification (best-of-100) | 75.0% |" in md
+    for name in ("scaling", "top_k", "scores", "training"):
+        assert f"(plots/{name}.png)" in md
+    assert "Comparison of runs" not in md
+
+
+def test_report_compares_runs_and_rejects_a_missing_one(tiny_cfg, tmp_path):
+    from gsmv.config import load_config
+
+    other = load_config(None, [f"data.dir={tiny_cfg.data.dir}", f"out_dir={tmp_path}", "name=solution",
+                               "verifier.level=solution", "evaluate.bootstrap=20"])
+    build_run(other, seed=1)
+    (RunPaths(other.run_dir).config).write_text("name: solution\nverifier:\n  level: solution\n  lm_weight: 0.0\n")
+    evaluate.main(other)
+    build_run(tiny_cfg)
+    tiny_cfg.report.compare = [str(other.run_dir)]
+    report.main(tiny_cfg)
+    paths = RunPaths(tiny_cfg.run_dir)
+    assert_png(paths.plots / "compare.png")
+    md = paths.report_md.read_text()
+    assert "## Comparison of runs" in md
+    assert "| solution | solution | 0.0 |" in md and "| t |" in md
+    tiny_cfg.report.compare = [str(tmp_path / "nope")]
+    before = paths.report_md.read_text()
+    with pytest.raises(GsmvError, match=r"nope/results.json: file not found"):
+        report.main(tiny_cfg)
+    assert paths.report_md.read_text() == before

@@ -1,0 +1,80 @@
+from pathlib import Path
+
+import pytest
+
+from gsmv.config import CONFIG_DIR, RunConfig, config_hash, load_config
+from gsmv.errors import GsmvError
+
+PRESETS = sorted(CONFIG_DIR.glob("*.yaml"))
+
+
+def test_presets_are_there():
+    names = {p.stem for p in PRESETS}
+    assert {"smoke", "cpu", "cpu-solution", "cpu-nolm", "cpu-nodropout", "gpu-gpt2"} <= names
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
+def test_every_preset_loads_and_validates(preset: Path):
+    cfg = load_config(preset)
+    assert isinstance(cfg, RunConfig)
+    assert cfg.name == preset.stem  # a run folder per preset: ablations never overwrite the main run
+
+
+def test_base_chain_keeps_the_base_and_overrides_its_keys():
+    cfg = load_config("cpu-solution")
+    base = load_config("cpu")
+    assert cfg.verifier.level == "solution" and base.verifier.level == "token"
+    assert cfg.model == base.model and cfg.finetune == base.finetune and cfg.sample == base.sample
+
+
+def test_dotted_overrides_are_typed():
+    cfg = load_config("smoke", ["sample.n_test=3", "verifier.lm_weight=0", "report.compare=[a,b]"])
+    assert cfg.sample.n_test == 3 and cfg.verifier.lm_weight == 0.0 and cfg.report.compare == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("sample.nn=3", "unknown config key 'sample.nn': valid keys under sample are backend"),
+        ("bogus=1", "unknown config key 'bogus'"),
+        ("sample.n_test=abc", "config key 'sample.n_test'"),
+        ("verifier.level=word", "valid choices are token, solution"),
+        ("sample.top_p=0", "'sample.top_p' must be in (0, 1]"),
+        ("finetune.dropout=1.5", "'finetune.dropout' must be in [0, 1)"),
+        ("novalue", "is not of the form key=value"),
+    ],
+)
+def test_bad_overrides_give_one_clear_line(override, expected):
+    with pytest.raises(GsmvError) as e:
+        load_config("smoke", [override])
+    assert expected in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_bad_yaml_names_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sample: [unclosed\n")
+    with pytest.raises(GsmvError, match="bad.yaml: invalid YAML"):
+        load_config(bad)
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text("sample:\n  n_tset: 3\n")
+    with pytest.raises(GsmvError, match=r"wrong.yaml: unknown config key 'sample.n_tset'"):
+        load_config(wrong)
+
+
+def test_unknown_preset_lists_the_presets():
+    with pytest.raises(GsmvError, match="smoke"):
+        load_config("no-such-preset")
+
+
+def test_base_loop_is_an_error(tmp_path):
+    (tmp_path / "a.yaml").write_text(f"base: {tmp_path / 'b.yaml'}\n")
+    (tmp_path / "b.yaml").write_text(f"base: {tmp_path / 'a.yaml'}\n")
+    with pytest.raises(GsmvError, match="loops back"):
+        load_config(tmp_path / "a.yaml")
+
+
+def test_config_hash_tracks_values():
+    a, b = load_config("smoke"), load_config("smoke", ["verifier.dropout=0.1"])
+    assert config_hash(a.verifier) != config_hash(b.verifier)
+    assert config_hash(a.sample) == config_hash(b.sample)

@@ -1,0 +1,99 @@
+"""End to end: the smoke preset through `gsmv run`, an uninterrupted run against one killed and resumed.
+
+The killed run gets SIGKILL while it is inside finetuning, sampling, verifier training and scoring;
+each rerun of `gsmv run` must resume, and the final results.json must equal the uninterrupted run's.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def gsmv_cmd(out_dir: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "gsmv", "run", "--config", "smoke", f"out_dir={out_dir}", *extra]
+
+
+def run_to_end(out_dir: Path) -> subprocess.CompletedProcess:
+    proc = subprocess.run(gsmv_cmd(out_dir), cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def kill_when(out_dir: Path, ready, timeout: float = 300) -> bool:
+    """Start `gsmv run`, SIGKILL it as soon as `ready(run_dir)` holds; False if it finished first."""
+    proc = subprocess.Popen(gsmv_cmd(out_dir), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + timeout
+    run_dir = out_dir / "smoke"
+    while proc.poll() is None and time.time() < deadline:
+        if ready(run_dir):
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return True
+        time.sleep(0.05)
+    proc.wait()
+    return False
+
+
+def stage_running(name: str, extra=lambda d: True):
+    def ready(run_dir: Path) -> bool:
+        try:
+            m = json.loads((run_dir / "manifest.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            return False
+        return m["stages"].get(name, {}).get("status") == "running" and extra(run_dir)
+
+    return ready
+
+
+def some_files(pattern: str):
+    return lambda d: any(d.glob(pattern))
+
+
+def results_without_timing(run_dir: Path) -> dict:
+    res = json.loads((run_dir / "results.json").read_text())
+    res.pop("meta", None)
+    return res
+
+
+def test_smoke_pipeline_resumes_after_sigkill_to_the_same_results(tmp_path):
+    clean = tmp_path / "clean"
+    proc = run_to_end(clean)
+    for stage in ("finetune", "sample-train", "train-verifier", "sample-test", "score", "evaluate", "report"):
+        assert f"[{stage}]" in proc.stdout
+    run_dir = clean / "smoke"
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert all(rec["status"] == "done" for rec in manifest["stages"].values())
+    for f in ("results.json", "report.md", "report.html", "config.yaml"):
+        assert (run_dir / f).is_file(), f
+
+    # A second run finds everything done and redoes nothing.
+    again = run_to_end(clean)
+    assert again.stdout.count("skipped") >= len(manifest["stages"])
+
+    killed = tmp_path / "killed"
+    kill_points = [
+        stage_running("finetune", some_files("generator/step-*")),
+        stage_running("sample-train", some_files("samples/train/shard-*.parquet")),
+        stage_running("train-verifier", some_files("verifier/step-*")),
+        stage_running("score", some_files("scores/test/shard-*.parquet")),
+    ]
+    hits = [kill_when(killed, ready) for ready in kill_points]
+    assert any(hits), "the run finished before any kill point was reached"
+    run_to_end(killed)
+
+    assert results_without_timing(killed / "smoke") == results_without_timing(run_dir)
+    # Nothing half-written: every shard reads, and no temporary file is left in the run folder.
+    for shard in (killed / "smoke").rglob("shard-*.parquet"):
+        pq.read_table(shard)
+    leftovers = [p for p in (killed / "smoke").rglob("*.tmp")]
+    assert leftovers == []
