@@ -69,8 +69,8 @@ def hedged_wrong_answer(solution: str) -> str:
 
 
 def tokens_of(tokenizer, text: str) -> list[int]:
-    """Solution tokens as the sampler stores them: the text's ids then EOS (a finished sample)."""
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"]) + [tokenizer.eos_token_id]
+    """Solution tokens as the sampler stores them: the text's ids, EOS excluded (`finished` says it was reached)."""
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def labelled_rows(problems: Sequence[Problem], tokenizer, n_per_problem: int,

@@ -33,7 +33,8 @@ def scored_run(tiny_cfg, tiny_llama_dir):
     tiny_cfg.data.test_limit = 12
     test = load_split(tiny_cfg, "test")
     rows = labelled_rows(test, tok, 3, lambda i, j: (i + j) % 2 == 0)
-    rows[5]["tokens"] = []  # an empty solution is scored at the prompt's last token
+    rows[5]["tokens"] = []  # an empty finished solution: the verifier reads only the EOS
+    rows[7]["finished"] = False  # cut at max_new_tokens: no EOS is appended
     write_shards(paths.samples("test"), rows, rows_per_shard=12)
     return tiny_cfg, paths, rows
 
@@ -54,14 +55,17 @@ def test_score_shards_mirror_samples_and_match_the_model(scored_run):
     token_values = t.column("token_values").to_pylist()
     for i in (0, 5, 7, len(rows) - 1):
         prompt = prompt_ids(tok, questions[rows[i]["problem_id"]])
-        seq = prompt + rows[i]["tokens"]
+        toks = rows[i]["tokens"]
+        seq = prompt + toks + ([tok.eos_token_id] if rows[i]["finished"] else [])
         with torch.no_grad():
             v = ver(torch.tensor([seq]), return_logits=False).values[0].numpy()
+        # The score is the value at the final token: EOS for a finished sample, else its last token.
         assert scores[i] == pytest.approx(float(v[-1]), abs=1e-5)
-        assert len(token_values[i]) == len(rows[i]["tokens"])
-        np.testing.assert_allclose(token_values[i], v[len(prompt):], atol=1e-5)
-    # The score is the value at the final solution token.
-    assert token_values[0][-1] == pytest.approx(scores[0])
+        # token_values line up with the sample's own tokens.
+        assert len(token_values[i]) == len(toks)
+        np.testing.assert_allclose(token_values[i], v[len(prompt):len(prompt) + len(toks)], atol=1e-5)
+    assert token_values[7][-1] == pytest.approx(scores[7])  # unfinished: the last sampled token
+    assert token_values[0][-1] != pytest.approx(scores[0])  # finished: EOS comes after the last token
 
 
 def test_score_resumes_finished_shards(scored_run):
@@ -98,7 +102,6 @@ score.main(cfg, "test")
 """
 
 
-@pytest.mark.slow
 def test_two_processes_give_the_same_scores(scored_run, tmp_path):
     cfg, paths, _ = scored_run
     score.main(cfg, "test")
@@ -114,10 +117,11 @@ def test_two_processes_give_the_same_scores(scored_run, tmp_path):
     overrides = [f"data.dir={cfg.data.dir}", f"out_dir={tmp_path}", "name=two", "data.val_size=20",
                  "data.test_limit=12", "device=cpu", "threads=1", "score.batch_size=16"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    root = Path(__file__).parents[1]
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         str(script), *overrides],
-        capture_output=True, text=True, env=env, timeout=300, cwd=Path(__file__).parents[1])
+        [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+         str(root / "configs/accelerate/cpu_ddp.yaml"), "--main_process_port", "0", str(script), *overrides],
+        capture_output=True, text=True, env=env, timeout=300, cwd=root)
     assert proc.returncode == 0, proc.stderr[-3000:]
     two = read_shards(two_root / "scores" / "test")
     # Rank 0 scored shards 0 and 2 only: the work was really split.

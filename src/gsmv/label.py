@@ -99,7 +99,8 @@ def split_stats(shards: list[GradedShard]) -> dict:
 
 
 def main(cfg: RunConfig) -> dict:
-    """Grade all sample shards; rewrite changed labels; write and return labels.json's content.
+    """Grade all sample shards; rewrite changed labels; write labels.json; return
+    {"<split>_samples", "<split>_accuracy", "<split>_coverage"} for each split with samples.
 
     Runs on the main process only (the pipeline marks it so); it uses no collectives."""
     from gsmv.data.gsm8k import load_split
@@ -123,4 +124,5 @@ def main(cfg: RunConfig) -> dict:
                 rewrite_labels(s)
     labels = {split: split_stats(shards) for split, shards in graded.items()}
     atomic_write_json(paths.root / "labels.json", labels)
-    return labels
+    # A flat summary for the CLI's one-line report; labels.json keeps the per-split records.
+    return {f"{split}_{k}": rec[k] for split, rec in labels.items() for k in ("samples", "accuracy", "coverage")}

@@ -75,7 +75,10 @@ def _sample_keys(split: str) -> Callable[[RunConfig], dict]:
 
     def keys(cfg: RunConfig) -> dict:
         s = to_dict(cfg.sample)
-        common = {k: v for k, v in s.items() if k not in ("n_train", "n_val", "n_test", "greedy_test")}
+        # Samples are seeded per problem and sample, so the batch size (like the backend's memory setting)
+        # changes speed, not results.
+        skip = ("n_train", "n_val", "n_test", "greedy_test", "batch_size", "gpu_memory_utilization")
+        common = {k: v for k, v in s.items() if k not in skip}
         n = {"train": s["n_train"], "val": s["n_val"], "test": s["n_test"], "test_greedy": 1}[split]
         if split == "test_greedy":
             common = {k: v for k, v in common.items() if k not in ("temperature", "top_p", "seed")}

@@ -3,11 +3,12 @@
 For each sample shard samples/<split>/shard-NNNNN.parquet it writes
 scores/<split>/shard-NNNNN.parquet with columns problem_id, sample_idx,
 score (float32: the value at the solution's final token, what best-of-N ranks by)
-and token_values (list<float32>: the value after each solution token, for the
-HTML viewer; empty lists when cfg.score.keep_token_values is off).
+and token_values (list<float32>: the value after each of the sample's tokens, aligned
+with its `tokens` column, for the HTML viewer; empty lists when
+cfg.score.keep_token_values is off).
 
-The verifier reads format_prompt(question) followed by the sample's own token ids,
-exactly as in training. Shards are independent: a finished shard is skipped (resume),
+The verifier reads format_prompt(question), the sample's own token ids and, when the
+sample stopped at EOS, the EOS token (its final token then), exactly as in training. Shards are independent: a finished shard is skipped (resume),
 and under `accelerate launch` / `torchrun` sample shard i is scored by rank
 i % world_size.
 """
@@ -24,7 +25,7 @@ from gsmv.artifacts import MetricsLog, RunPaths, list_shards, write_parquet
 from gsmv.config import RunConfig
 from gsmv.errors import GsmvError
 from gsmv.label import REFERENCE_SPLIT, read_columns
-from gsmv.models.verifier import load_verifier, max_positions, prompt_ids
+from gsmv.models.verifier import load_verifier, max_positions, prompt_ids, solution_ids
 from gsmv.runtime import partial_state, pick_device, pick_dtype, setup_threads
 
 SCORE_SCHEMA = pa.schema([
@@ -35,18 +36,21 @@ SCORE_SCHEMA = pa.schema([
 ])
 
 
-def sequences_for_shard(path, prompts: dict[str, list[int]], split: str) -> tuple[pa.Table, list, list]:
-    """The shard's ids/indices table, prompt+solution token sequences and solution start positions."""
-    t = read_columns(path, ("problem_id", "sample_idx", "tokens"))
-    seqs, starts = [], []
-    for i, (pid, toks) in enumerate(zip(t.column("problem_id").to_pylist(), t.column("tokens").to_pylist(),
-                                        strict=True)):
+def sequences_for_shard(path, prompts: dict[str, list[int]], split: str,
+                        eos_id: int | None) -> tuple[pa.Table, list, list, list]:
+    """The shard's ids/indices table, prompt + solution sequences, solution start positions and the
+    number of sampled tokens of each row (the verifier also reads EOS after a finished sample)."""
+    t = read_columns(path, ("problem_id", "sample_idx", "tokens", "finished"))
+    seqs, starts, n_sampled = [], [], []
+    cols = (t.column(c).to_pylist() for c in ("problem_id", "tokens", "finished"))
+    for i, (pid, toks, finished) in enumerate(zip(*cols, strict=True)):
         if pid not in prompts:
             raise GsmvError(f"{path}: row {i}: problem_id {pid!r} is not in the '{REFERENCE_SPLIT[split]}' split")
         p = prompts[pid]
-        seqs.append(p + list(toks or []))
+        seqs.append(p + solution_ids(toks, finished, eos_id))
         starts.append(len(p))
-    return t, seqs, starts
+        n_sampled.append(len(toks or []))
+    return t, seqs, starts, n_sampled
 
 
 def main(cfg: RunConfig, split: str = "test") -> dict:
@@ -75,7 +79,7 @@ def main(cfg: RunConfig, split: str = "test") -> dict:
         bar = tqdm(todo, desc=f"score {split} (rank {state.process_index})", unit="shard",
                    disable=not state.is_local_main_process)
         for path in bar:
-            t, seqs, starts = sequences_for_shard(path, prompts, split)
+            t, seqs, starts, n_sampled = sequences_for_shard(path, prompts, split, tok.eos_token_id)
             res = verifier.score_sequences(seqs, starts, batch_size=cfg.score.batch_size, pad_id=pad_id,
                                            max_len=limit)
             keep = cfg.score.keep_token_values
@@ -83,7 +87,9 @@ def main(cfg: RunConfig, split: str = "test") -> dict:
                 "problem_id": t.column("problem_id").cast(pa.string()),
                 "sample_idx": t.column("sample_idx").cast(pa.int32()),
                 "score": pa.array(np.array([s for s, _ in res], dtype=np.float32)),
-                "token_values": pa.array([v if keep else np.zeros(0, np.float32) for _, v in res],
+                # Aligned with the sample's own tokens (the EOS the verifier also read has no text).
+                "token_values": pa.array([v[:n] if keep else np.zeros(0, np.float32)
+                                          for (_, v), n in zip(res, n_sampled, strict=True)],
                                          type=pa.list_(pa.float32())),
             }, schema=SCORE_SCHEMA)
             write_parquet(out_dir / path.name, table)

@@ -13,7 +13,9 @@ Heads (cfg.verifier.head):
   logit of a special vocabulary token, so the head starts from the LM and needs
   no new weight matrix. We add the sigmoid so that the value is a probability
   (MSE against a 0/1 label then cannot overshoot, and a BCE loss is available);
-  the gain and bias are float32 scalars. Only the reserved token's row of the
+  the gain and bias are float32 scalars, set before training from the data
+  (calibrate_head: the initial values sit at the label base rate instead of near 0,
+  where a trained LM puts a token it never saw). Only the reserved token's row of the
   unembedding is evaluated, so reading values costs one dot product per
   position rather than a full vocabulary projection. Tokenizers without the
   token (hub models) get it added as a special token; the embedding matrix is
@@ -27,7 +29,10 @@ and verifier_config.json; `load_verifier(path, dtype, device)` restores it in on
 
 Known limit: the LM's logits are computed as `output_embeddings(final hidden)`, which
 ignores model-specific logit post-processing (Gemma-2 soft-capping, Cohere's
-logit_scale); Llama-, GPT-2-, Qwen- and Mistral-style models have none.
+logit_scale); Llama-, GPT-2-, Qwen- and Mistral-style models have none. The token head
+reads the unembedding weight directly, so it needs that weight whole inside forward: true
+on one device, under DDP, and under FSDP when the (tied) output layer sits in the root unit;
+DeepSpeed ZeRO-3 partitions it and is not supported by this head (use head=linear there).
 """
 
 from __future__ import annotations
@@ -99,12 +104,15 @@ class Verifier(nn.Module):
     def value_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         if self.head == "linear":
             return self.linear(hidden.to(self.linear.weight.dtype)).float().squeeze(-1)
+        return self.gain.float() * self._reserved_logit(hidden).float() + self.bias.float()
+
+    def _reserved_logit(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The LM's logit of the reserved token: one row of the unembedding, not the whole projection."""
         emb = self.lm.get_output_embeddings()
-        row = emb.weight[self.value_token_id]
-        z = hidden @ row
+        z = hidden @ emb.weight[self.value_token_id]
         if getattr(emb, "bias", None) is not None:
             z = z + emb.bias[self.value_token_id]
-        return self.gain.float() * z.float() + self.bias.float()
+        return z
 
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.lm.get_output_embeddings()(hidden)
@@ -127,7 +135,8 @@ class Verifier(nn.Module):
     @torch.no_grad()
     def calibrate_head(self, z: torch.Tensor, target_rate: float) -> None:
         """Token head: set gain and bias from reserved-token logits `z` seen on training data so
-        that the initial values are centred on the label base rate with unit spread in logit space.
+        that the initial values are centred on the label base rate (in logit space, clamped to
+        [2%, 98%]) with a spread of at most 1 logit.
 
         A trained LM pushes the logit of a token it never saw far below the others, so with
         gain 1 and bias 0 every value starts near 0, where the sigmoid's gradient vanishes.
@@ -144,11 +153,7 @@ class Verifier(nn.Module):
     @torch.no_grad()
     def reserved_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """The LM's logit of the reserved token at each position (before gain and bias)."""
-        emb = self.lm.get_output_embeddings()
-        z = hidden @ emb.weight[self.value_token_id]
-        if getattr(emb, "bias", None) is not None:
-            z = z + emb.bias[self.value_token_id]
-        return z.float()
+        return self._reserved_logit(hidden).float()
 
     # -- scoring -------------------------------------------------------------------------------
     def score_sequences(self, sequences: Sequence[Sequence[int]], starts: Sequence[int], *, batch_size: int,
@@ -264,6 +269,17 @@ def prompt_ids(tokenizer: Any, question: str) -> list[int]:
     from gsmv.models.tokenizer import encode_prompt
 
     return encode_prompt(tokenizer, format_prompt(question))
+
+
+def solution_ids(tokens: Sequence[int] | None, finished: bool | None, eos_id: int | None) -> list[int]:
+    """What the verifier reads after the prompt: the sample's tokens, plus EOS when the sample
+    stopped at EOS (the sampler stores tokens without it). The generator was trained on
+    solution + EOS, so a finished sample ends the way training text does, and the verifier can tell a
+    complete solution from one cut at max_new_tokens."""
+    ids = [int(t) for t in (tokens or [])]
+    if finished and eos_id is not None:
+        ids.append(int(eos_id))
+    return ids
 
 
 def max_positions(lm: nn.Module) -> int | None:

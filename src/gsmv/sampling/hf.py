@@ -9,14 +9,16 @@ own the KV cache and the forward pass:
 
 - `LlamaEngine`, the fast path for Llama-architecture models (our from-scratch presets,
   Llama, Mistral, Qwen2). It runs its own decode step from the HF module's weights:
-  fused QKV and gate/up matmuls, residual adds fused into addmm, a preallocated
-  per-slot cache of generated tokens, and shared-prefix ("cascade") attention: a
-  prompt's keys/values are stored once per prompt, not once per sample, and each
-  step attends to them with one matmul per prompt group (rows of the same problem
-  are the query rows of that matmul), then to each row's own generated tokens; the
-  two softmax halves are normalised together. With N samples per problem that
-  reads the prompt's cache once per step instead of N times, and admitting a row
-  copies nothing. Prompts are prefilled by the HF module itself, batched.
+  fused QKV and gate/up matmuls, residual adds fused into addmm, RoPE from the model's
+  own rotary tables, and two KV caches. Prompts ("cascade" attention): a prompt's
+  keys/values are stored once per prompt, not once per sample, and each step attends
+  to them with one matmul per prompt whose query rows are that problem's samples; with
+  N samples per problem the prompt cache is read once per step instead of N times, and
+  admitting a row copies nothing. Generated tokens: a paged pool (16 tokens a page),
+  so a step reads what each row has written rather than the longest row's length for
+  every row. Prompt and page scores share one softmax. Decoding is bound by reading
+  this cache (memory bandwidth), so both choices cut the bytes read per token.
+  Prompts are prefilled by the HF module itself, batched and sorted by length.
 - `GenericEngine`, for every other causal LM (GPT-2, ...): steps
   `model(input_ids, attention_mask, position_ids, cache=DynamicCache)` over a
   right-aligned cache (left padding); a prompt's prefix cache is also computed once
@@ -34,6 +36,7 @@ simple, and the cost is one step per forced token of a row (a few per annotation
 
 from __future__ import annotations
 
+import heapq
 import inspect
 import time
 from collections import deque
@@ -44,6 +47,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from transformers import DynamicCache
 
 from gsmv.sampling.base import (
     Calculator,
@@ -96,12 +100,9 @@ class _PromptStore:
         self.touched[s] = self.clock
 
     def allocate(self, key: Prompt, keep: set[Prompt]) -> int:
-        """A slot for `key`: an empty one, else the least recently used idle one not in `keep`, else a new one."""
+        """A slot for `key`: the least recently used idle slot whose prompt is not in `keep`, else a new one."""
         idle = [i for i, r in enumerate(self.refs) if r == 0 and self.owner[i] not in keep]
-        empty = [i for i in idle if self.owner[i] is None]
-        if empty:
-            s = empty[0]
-        elif idle:
+        if idle:
             s = min(idle, key=lambda i: self.touched[i])
             del self.slot_of[self.owner[s]]  # type: ignore[arg-type]
         else:
@@ -127,11 +128,6 @@ def _cache_kwarg(model: Any) -> str:
     """transformers 5 renamed `past_key_values` to `cache` (the old name warns until 5.40)."""
     params = inspect.signature(model.forward).parameters
     return "cache" if "cache" in params else "past_key_values"
-
-
-def _out_cache(out: Any) -> Any:
-    c = getattr(out, "cache", None)
-    return c if c is not None else out.past_key_values
 
 
 def _layer_kv(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -168,7 +164,8 @@ def llama_unsupported(model: Any) -> str | None:
     if rope.get("rope_type", rope.get("type", "default")) in ("dynamic", "longrope"):
         return "position-dependent RoPE scaling"
     window = getattr(cfg, "sliding_window", None)
-    if window is not None and getattr(cfg, "use_sliding_window", True) and window < 8192:
+    if window is not None and getattr(cfg, "use_sliding_window", True) and window < 2048:
+        # a wider window never binds on GSM8K-length sequences (LlamaEngine.prepare checks)
         return "sliding-window attention"
     if getattr(cfg, "pretraining_tp", 1) != 1:
         return "pretraining_tp > 1"
@@ -179,15 +176,48 @@ def llama_unsupported(model: Any) -> str | None:
     return None
 
 
-class LlamaEngine:
-    """Decode step of a Llama-architecture model with a per-slot cache and shared prompt prefixes.
+class _PagePool:
+    """Fixed-size pages of the generated-token cache. Lowest free page first, so pages in use
+    stay packed at the front of the pool and one matmul over the pool's front covers them."""
 
-    Cache layout (per layer): prompt store PK/PV [prompt_slots * Hkv, L_cap, D] and row
-    cache K/V [slots * Hkv, S_max, D] for generated tokens (the prompt's last token is
-    the first of them). A row at suffix index s has RoPE position plen + s.
+    def __init__(self, capacity: int):
+        self.owner = np.full(capacity, -1, dtype=np.int64)  # row slot of each page, -1 = free
+        self.free = list(range(capacity))  # a heap
+        self.high = 0  # pages [0, high) hold every page in use
+
+    def grow(self, extra: int) -> None:
+        old = len(self.owner)
+        self.owner = np.concatenate([self.owner, np.full(extra, -1, dtype=np.int64)])
+        for p in range(old, old + extra):
+            heapq.heappush(self.free, p)
+
+    def alloc(self, row: int) -> int:
+        p = heapq.heappop(self.free)
+        self.owner[p] = row
+        self.high = max(self.high, p + 1)
+        return p
+
+    def release(self, p: int) -> None:
+        self.owner[p] = -1
+        heapq.heappush(self.free, p)
+        while self.high and self.owner[self.high - 1] < 0:
+            self.high -= 1
+
+
+class LlamaEngine:
+    """Decode step of a Llama-architecture model: shared prompt prefixes and a paged row cache.
+
+    Prompt store: PK/PV [layers, prompt_slots * Hkv, L_cap, D], one entry per distinct prompt
+    (without its last token). Row cache: pages of `page` generated tokens, PK-like pool
+    [layers, pages * Hkv, page, D]; a row owns ceil(len / page) pages, so a step reads the
+    cache a row has, not the longest row's length times the batch (continuous batching
+    mixes rows of every length; a dense [rows, max_len] cache read 2-3x more). Scores are
+    one matmul over the packed pages, gathered into each row's order for one softmax over
+    prefix and pages together; the weighted values go back page by page (index_add).
+    A row's generated token i has RoPE position plen + i.
     """
 
-    def __init__(self, model: Any, n_slots: int, max_new_tokens: int):
+    def __init__(self, model: Any, n_slots: int, max_new_tokens: int, page: int = 16):
         from transformers.activations import ACT2FN
 
         why = llama_unsupported(model)
@@ -197,18 +227,20 @@ class LlamaEngine:
         self.model = model
         self.n_slots = n_slots
         self.s_max = max_new_tokens + 1
+        self.page = page
         self.H = cfg.num_attention_heads
         self.Hkv = getattr(cfg, "num_key_value_heads", None) or self.H
         self.D = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.H
         self.g = self.H // self.Hkv
         self.act = ACT2FN[cfg.hidden_act]
+        self.window = getattr(cfg, "sliding_window", None) if getattr(cfg, "use_sliding_window", True) else None
         p = next(model.parameters())
         self.device, self.dtype = p.device, p.dtype
         inner = model.model
-        self.embed = inner.embed_tokens.weight
-        self.final_norm = (inner.norm.weight, inner.norm.variance_epsilon)
-        self.lm_head = model.lm_head.weight
-        self.lm_bias = getattr(model.lm_head, "bias", None)
+        self.embed = inner.embed_tokens.weight.detach()
+        self.final_norm = (inner.norm.weight.detach(), inner.norm.variance_epsilon)
+        self.lm_head = model.lm_head.weight.detach()
+        self.lm_bias = None if getattr(model.lm_head, "bias", None) is None else model.lm_head.bias.detach()
         self.layers = []
         for layer in inner.layers:
             a, m = layer.self_attn, layer.mlp
@@ -233,9 +265,12 @@ class LlamaEngine:
         self.n_layers = len(self.layers)
         self.scale = float(inner.layers[0].self_attn.scaling)
         self.cache_kw = _cache_kwarg(inner)
-        kv = (self.n_layers, n_slots * self.Hkv, self.s_max, self.D)
+        n_pages = n_slots * -(-self.s_max // page)
+        kv = (self.n_layers, n_pages * self.Hkv, page, self.D)
         self.K = torch.zeros(kv, dtype=self.dtype, device=self.device)
         self.V = torch.zeros(kv, dtype=self.dtype, device=self.device)
+        self.pool = _PagePool(n_pages)
+        self.row_pages: list[list[int]] = [[] for _ in range(n_slots)]
         self.store = _PromptStore()
         self.PK = torch.zeros(self.n_layers, 0, 0, self.D, dtype=self.dtype, device=self.device)
         self.PV = self.PK
@@ -246,7 +281,9 @@ class LlamaEngine:
         self.pslot = np.zeros(n_slots, dtype=np.int64)
         self.plen = np.zeros(n_slots, dtype=np.int64)
         self.slen = np.zeros(n_slots, dtype=np.int64)
-        self._dirty = True
+        self.shared = np.zeros(n_slots, dtype=bool)
+        self._groups_dirty = True
+        self._pages_dirty = True
 
     # -- prompts
 
@@ -259,22 +296,18 @@ class LlamaEngine:
         cos, sin = self.model.model.rotary_emb(x, pos)
         cos, sin = cos[0], sin[0]
         half = self.D // 2
-        # rotate_half(x) * sin == roll(x, D/2) * [-sin_lo, sin_hi]
+        # rotate_half(x) * sin == roll(x, D/2) * [-sin_lo, sin_hi]  (HF builds sin as cat(f, f))
         self.cos = cos.contiguous()
         self.sin_signed = torch.cat([-sin[:, :half], sin[:, half:]], dim=-1).contiguous()
         self._rope_len = length
 
     def _grow_store(self, n_prompts: int, length: int) -> None:
-        P_old = self.PK.shape[1] // self.Hkv if self.PK.shape[1] else 0
+        P_old = self.PK.shape[1] // self.Hkv
         L_old = self.PK.shape[2]
         if n_prompts <= P_old and length <= L_old:
             return
-        P_new = max(n_prompts, P_old, 4)
-        if n_prompts > P_old:
-            P_new = max(n_prompts, 2 * P_old)
-        L_new = max(length, L_old)
-        if length > L_old:
-            L_new = max(length, L_old + L_old // 2, 64)
+        P_new = P_old if n_prompts <= P_old else max(n_prompts, 2 * P_old, 4)
+        L_new = L_old if length <= L_old else max(length, L_old + L_old // 2, 64)
         shape = (self.n_layers, P_new * self.Hkv, L_new, self.D)
         PK = torch.zeros(shape, dtype=self.dtype, device=self.device)
         PV = torch.zeros(shape, dtype=self.dtype, device=self.device)
@@ -283,87 +316,119 @@ class LlamaEngine:
             PV[:, : P_old * self.Hkv, :L_old] = self.PV
         self.PK, self.PV = PK, PV
 
+    def has(self, prompt: Prompt) -> bool:
+        return self.store.lookup(prompt) is not None
+
     def prepare(self, prompts: list[Prompt]) -> int:
         """Prefill the prompts not in the store (all but their last token). Returns tokens prefilled."""
         keys = list(dict.fromkeys(prompts))
         keep = set(keys)
-        todo = []
-        for key in keys:
-            if self.store.lookup(key) is None:
-                todo.append((self.store.allocate(key, keep), key))
+        todo = [(self.store.allocate(k, keep), k) for k in keys if self.store.lookup(k) is None]
         if not todo:
             return 0
-        need_p = max(s for s, _ in todo) + 1
-        need_l = max(len(k) - 1 for _, k in todo)
-        self._grow_store(need_p, need_l)
-        self._ensure_rope(need_l + self.s_max + 1)
+        longest = max(len(k) for _, k in todo) + self.s_max
+        if self.window is not None and longest > self.window:
+            raise ValueError(f"a prompt plus max_new_tokens ({longest} tokens) exceeds the model's sliding window "
+                             f"({self.window}): use the generic path (fast=False)")
+        self._grow_store(max(s for s, _ in todo) + 1, max(len(k) - 1 for _, k in todo))
+        self._ensure_rope(max(len(k) for _, k in todo) + self.s_max)
         while len(self.plen_store) < self.PK.shape[1] // self.Hkv:
             self.plen_store.append(0)
         for s, key in todo:
             self.plen_store[s] = len(key) - 1
-        body = [(s, key[:-1]) for s, key in todo if len(key) > 1]
+        # sorted by length, so each forward call pads little
+        body = sorted(((s, key[:-1]) for s, key in todo if len(key) > 1), key=lambda item: len(item[1]))
         for chunk in _chunks(body, lambda item: len(item[1])):
             L = max(len(k) for _, k in chunk)
             ids = torch.zeros(len(chunk), L, dtype=torch.long, device=self.device)
             for i, (_, k) in enumerate(chunk):
                 ids[i, : len(k)] = torch.tensor(k, dtype=torch.long)
-            # Right padding with no mask: causal attention keeps every real position blind to the pad.
-            out = self.model.model(input_ids=ids, use_cache=True)
-            kv = _layer_kv(_out_cache(out))
+            # Right padding and no mask: causal attention keeps every real position blind to the pad.
+            cache = DynamicCache()
+            self.model.model(input_ids=ids, use_cache=True, **{self.cache_kw: cache})
+            kv = _layer_kv(cache)
             for i, (s, k) in enumerate(chunk):
                 lo, hi = s * self.Hkv, (s + 1) * self.Hkv
-                for layer, (keys, values) in enumerate(kv):
-                    self.PK[layer, lo:hi, : len(k)] = keys[i, :, : len(k)]
+                for layer, (keys_, values) in enumerate(kv):
+                    self.PK[layer, lo:hi, : len(k)] = keys_[i, :, : len(k)]
                     self.PV[layer, lo:hi, : len(k)] = values[i, :, : len(k)]
         return int(sum(len(k) for _, k in body))
 
-    def has(self, prompt: Prompt) -> bool:
-        return self.store.lookup(prompt) is not None
-
     # -- rows
 
-    def place(self, slot: int, prompt: Prompt) -> None:
+    def _free_pages(self, slot: int) -> None:
+        for p in self.row_pages[slot]:
+            self.pool.release(p)
+        self.row_pages[slot] = []
+
+    def users(self, prompt: Prompt) -> int:
+        """Rows now reading this prompt from the store."""
+        s = self.store.lookup(prompt)
+        return 0 if s is None else self.store.refs[s]
+
+    def place(self, slot: int, prompt: Prompt, share: bool = True) -> None:
+        """Start a row for `prompt` in `slot` (== n: a new slot).
+
+        share: read the prompt from the store (cascade). Otherwise its cache is copied into the
+        row's own pages: better for a prompt only one row samples, since a row of the cascade
+        pays the longest active prompt's length, and one with its own pages only its own.
+        """
         s = self.store.lookup(prompt)
         assert s is not None, "prepare() the prompt first"
         if slot == self.n:
             self.n += 1
         else:
-            self.store.release(int(self.pslot[slot]))
-        self.store.acquire(s)
+            if self.shared[slot]:
+                self.store.release(int(self.pslot[slot]))
+            self._free_pages(slot)
+        L = len(prompt) - 1
         self.pslot[slot] = s
-        self.plen[slot] = len(prompt) - 1
-        self.slen[slot] = 0
-        self._dirty = True
+        self.shared[slot] = share
+        if share:
+            self.store.acquire(s)
+            self.plen[slot], self.slen[slot] = L, 0
+        else:
+            P, Hkv = self.page, self.Hkv
+            for c in range(-(-L // P)):
+                pg = self._alloc_page(slot)
+                a, b = c * P, min(L, (c + 1) * P)
+                self.K[:, pg * Hkv : (pg + 1) * Hkv, : b - a] = self.PK[:, s * Hkv : (s + 1) * Hkv, a:b]
+                self.V[:, pg * Hkv : (pg + 1) * Hkv, : b - a] = self.PV[:, s * Hkv : (s + 1) * Hkv, a:b]
+            self.plen[slot], self.slen[slot] = 0, L
+        self._groups_dirty = self._pages_dirty = True
 
-    def move(self, src: int, dst: int) -> None:
-        self.store.release(int(self.pslot[dst]))
-        s_len = int(self.slen[src])
-        a, b = src * self.Hkv, dst * self.Hkv
-        self.K[:, b : b + self.Hkv, :s_len] = self.K[:, a : a + self.Hkv, :s_len]
-        self.V[:, b : b + self.Hkv, :s_len] = self.V[:, a : a + self.Hkv, :s_len]
-        for arr in (self.pslot, self.plen, self.slen):
-            arr[dst] = arr[src]
-        self.store.acquire(int(self.pslot[dst]))
-        self.truncate_one(src)
-
-    def truncate_one(self, slot: int) -> None:
-        # only the last row can go; the caller moves rows first
-        assert slot == self.n - 1
-        self.store.release(int(self.pslot[slot]))
-        self.n -= 1
-        self._dirty = True
+    def _alloc_page(self, slot: int) -> int:
+        if not self.pool.free:  # rows holding their prompts can outgrow the initial pool
+            extra = max(self.n_slots, len(self.pool.owner) // 2)
+            old = len(self.pool.owner)
+            self.K = torch.cat([self.K, self.K.new_zeros(self.n_layers, extra * self.Hkv, self.page, self.D)], 1)
+            self.V = torch.cat([self.V, self.V.new_zeros(self.n_layers, extra * self.Hkv, self.page, self.D)], 1)
+            self.pool.grow(extra)
+            assert len(self.pool.owner) == old + extra
+        p = self.pool.alloc(slot)
+        self.row_pages[slot].append(p)
+        return p
 
     def remove(self, slot: int) -> None:
-        if slot != self.n - 1:
-            self.move(self.n - 1, slot)
-        else:
-            self.truncate_one(slot)
+        """Drop a row; the last row takes its slot (its pages stay where they are)."""
+        last = self.n - 1
+        if self.shared[slot]:
+            self.store.release(int(self.pslot[slot]))
+        self._free_pages(slot)
+        if slot != last:
+            self.row_pages[slot] = self.row_pages[last]
+            self.row_pages[last] = []
+            for p in self.row_pages[slot]:
+                self.pool.owner[p] = slot
+            for arr in (self.pslot, self.plen, self.slen, self.shared):
+                arr[slot] = arr[last]
+        self.n = last
+        self._groups_dirty = self._pages_dirty = True
 
     # -- step
 
     def _groups(self) -> None:
-        n = self.n
-        ps = self.pslot[:n].tolist()
+        ps = self.pslot[: self.n].tolist()
         ranks, count = [], {}
         for s in ps:
             r = count.get(s, 0)
@@ -371,35 +436,63 @@ class LlamaEngine:
             count[s] = r + 1
         self.Pn = max(ps) + 1
         self.R = max(count.values())
+        # (row, kv head) → its row in the [Pn, Hkv, R] layout of the prefix matmuls
+        flat = (np.asarray(ps)[:, None] * self.Hkv + np.arange(self.Hkv)[None, :]) * self.R + np.asarray(ranks)[:, None]
+        self.pre_idx = torch.from_numpy(flat.reshape(-1)).to(self.device)
+        self.Lp = int(self.plen[: self.n].max())
+        self._groups_dirty = False
+
+    def _pages(self) -> None:
+        n = self.n
+        lens = [len(self.row_pages[b]) for b in range(n)]
+        Cu = max(lens)
+        rp = np.zeros((n, Cu), dtype=np.int64)
+        for b in range(n):
+            rp[b, : lens[b]] = self.row_pages[b]
+        U = self.pool.high
+        own = self.pool.owner[:U]
+        hole = own < 0
+        col = np.zeros(U, dtype=np.int64)
+        have = np.arange(Cu)[None, :] < np.asarray(lens)[:, None]
+        col[rp[have]] = np.broadcast_to(np.arange(Cu), (n, Cu))[have]
         dev = self.device
-        self.grp = torch.tensor(ps, dtype=torch.long, device=dev)
-        self.rank = torch.tensor(ranks, dtype=torch.long, device=dev)
-        self.Lp = int(self.plen[:n].max())
-        self._dirty = False
+        self.Cu, self.U, self.rp = Cu, U, rp
+        own_g = np.where(hole, 0, own)
+        self.rp_flat = torch.from_numpy(rp.reshape(-1)).to(dev)
+        self.own_gather = torch.from_numpy(own_g).to(dev)
+        self.own_add = torch.from_numpy(np.where(hole, n, own)).to(dev)
+        self.page_src = torch.from_numpy(own_g * Cu + col).to(dev)  # page → its (row, column) entry
+        self._pages_dirty = False
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
-        n, H, Hkv, D, g = self.n, self.H, self.Hkv, self.D, self.g
-        if self._dirty:
+        n, H, Hkv, D, g, P = self.n, self.H, self.Hkv, self.D, self.g, self.page
+        for b in np.flatnonzero(self.slen[:n] % P == 0).tolist():
+            self._alloc_page(b)
+            self._pages_dirty = True
+        if self._groups_dirty:
             self._groups()
+        if self._pages_dirty:
+            self._pages()
         dev = self.device
-        S = int(self.slen[:n].max()) + 1
-        Lp, Pn, R = self.Lp, self.Pn, self.R
-        slen = torch.from_numpy(self.slen[:n]).to(dev)
+        Lp, Pn, R, Cu, U = self.Lp, self.Pn, self.R, self.Cu, self.U
+        slen_np = self.slen[:n]
+        page_now = self.rp[np.arange(n), slen_np // P]
+        # where each (row, kv head)'s new key goes in the pool viewed as [pages * Hkv * P, D]
+        write = ((page_now[:, None] * Hkv + np.arange(Hkv)[None, :]) * P + (slen_np % P)[:, None]).reshape(-1)
+        write_t = torch.from_numpy(write).to(dev)
+        slen = torch.from_numpy(slen_np).to(dev)
         plen = torch.from_numpy(self.plen[:n]).to(dev)
         pos = plen + slen
         cos = self.cos[pos].unsqueeze(1)
         sin = self.sin_signed[pos].unsqueeze(1)
         valid = torch.cat([
             torch.arange(Lp, device=dev).unsqueeze(0) < plen.unsqueeze(1),
-            torch.arange(S, device=dev).unsqueeze(0) <= slen.unsqueeze(1),
+            torch.arange(Cu * P, device=dev).unsqueeze(0) <= slen.unsqueeze(1),
         ], dim=1)
-        mask = torch.zeros(n, Lp + S, dtype=torch.float32 if self.dtype == torch.float32 else self.dtype,
-                           device=dev).masked_fill_(~valid, float("-inf"))[:, None, None, :]
-        rows = torch.arange(n, device=dev)
-        slot_rows = rows
+        mask = torch.zeros(n, 1, 1, Lp + Cu * P, device=dev).masked_fill_(~valid[:, None, None, :], float("-inf"))
         if Lp:
-            Qp = torch.zeros(Pn, Hkv, R, g, D, dtype=self.dtype, device=dev)
-            Pp = torch.zeros(Pn, Hkv, R, g, Lp, dtype=self.dtype, device=dev)
+            Qp = torch.zeros(Pn * Hkv * R, g * D, dtype=self.dtype, device=dev)
+            Pp = torch.zeros(Pn * Hkv * R, g * Lp, dtype=self.dtype, device=dev)
         x = F.embedding(tokens, self.embed)
         half = D // 2
         for li, w in enumerate(self.layers):
@@ -407,41 +500,48 @@ class LlamaEngine:
             qkv = F.linear(h, w["qkv"], w["qkv_b"])
             qk = qkv[:, : (H + Hkv) * D].view(n, H + Hkv, D)
             qk = torch.addcmul(qk * cos, torch.roll(qk, half, dims=-1), sin)
-            q = (qk[:, :H] * self.scale).reshape(n, Hkv, g, D)
-            k = qk[:, H:]
-            v = qkv[:, (H + Hkv) * D :].view(n, Hkv, D)
-            Kl = self.K[li].view(self.n_slots, Hkv, self.s_max, D)
-            Vl = self.V[li].view(self.n_slots, Hkv, self.s_max, D)
-            Kl[slot_rows, :, slen] = k
-            Vl[slot_rows, :, slen] = v
-            Ks = self.K[li, : n * Hkv, :S]
-            Vs = self.V[li, : n * Hkv, :S]
-            s_suf = torch.bmm(q.view(n * Hkv, g, D), Ks.transpose(1, 2)).view(n, Hkv, g, S)
+            q = (qk[:, :H] * self.scale).reshape(n, Hkv * g * D)
+            KP, VP = self.K[li], self.V[li]
+            KP.view(-1, D).index_copy_(0, write_t, qk[:, H:].reshape(n * Hkv, D))
+            VP.view(-1, D).index_copy_(0, write_t, qkv[:, (H + Hkv) * D :].reshape(n * Hkv, D))
+            # generated tokens: one matmul over the packed pages, then each row's pages in order
+            s_pages = torch.bmm(q.index_select(0, self.own_gather).view(U * Hkv, g, D), KP[: U * Hkv].transpose(1, 2))
+            s_suf = s_pages.view(U, Hkv * g * P).index_select(0, self.rp_flat).view(n, Cu, Hkv, g, P)
+            s_suf = s_suf.permute(0, 2, 3, 1, 4).reshape(n, Hkv, g, Cu * P)
             if Lp:
-                Qp[self.grp, :, self.rank] = q
-                PKl = self.PK[li, : Pn * Hkv, :Lp]
-                s_pre = torch.bmm(Qp.view(Pn * Hkv, R * g, D), PKl.transpose(1, 2)).view(Pn, Hkv, R, g, Lp)
-                scores = torch.cat([s_pre[self.grp, :, self.rank], s_suf], dim=-1)
+                Qp.index_copy_(0, self.pre_idx, q.view(n * Hkv, g * D))
+                s_pre = torch.bmm(Qp.view(Pn * Hkv, R * g, D), self.PK[li, : Pn * Hkv, :Lp].transpose(1, 2))
+                s_pre = s_pre.view(Pn * Hkv * R, g * Lp).index_select(0, self.pre_idx).view(n, Hkv, g, Lp)
+                scores = torch.cat([s_pre, s_suf], dim=-1)
             else:
                 scores = s_suf
-            scores = scores.float() if scores.dtype != mask.dtype else scores
+            if scores.dtype != torch.float32:
+                scores = scores.float()
             probs = torch.softmax(scores.add_(mask), dim=-1).to(self.dtype)
-            out = torch.bmm(probs[..., Lp:].reshape(n * Hkv, g, S), Vs).view(n, Hkv, g, D)
+            p_rows = probs[..., Lp:].unflatten(-1, (Cu, P)).permute(0, 3, 1, 2, 4).reshape(n * Cu, Hkv * g * P)
+            p_pages = p_rows.index_select(0, self.page_src).view(U * Hkv, g, P)
+            o_pages = torch.bmm(p_pages, VP[: U * Hkv]).view(U, Hkv, g, D)
+            out = torch.zeros(n + 1, Hkv, g, D, dtype=self.dtype, device=dev).index_add_(0, self.own_add, o_pages)[:n]
             if Lp:
-                Pp[self.grp, :, self.rank] = probs[..., :Lp]
+                Pp.index_copy_(0, self.pre_idx, probs[..., :Lp].reshape(n * Hkv, g * Lp))
                 o_pre = torch.bmm(Pp.view(Pn * Hkv, R * g, Lp), self.PV[li, : Pn * Hkv, :Lp])
-                out = out + o_pre.view(Pn, Hkv, R, g, D)[self.grp, :, self.rank]
-            x = torch.addmm(x, out.view(n, H * D), w["o"]) if w["o_b"] is None else x + F.linear(
-                out.view(n, H * D), w["o"].t(), w["o_b"])
+                out = out + o_pre.view(Pn * Hkv * R, g * D).index_select(0, self.pre_idx).view(n, Hkv, g, D)
+            attn = out.reshape(n, H * D)
+            if w["o_b"] is None:
+                x = torch.addmm(x, attn, w["o"])
+            else:
+                x = x + F.linear(attn, w["o"].t(), w["o_b"])
             h = F.rms_norm(x, (x.shape[-1],), w["ln2"][0], w["ln2"][1])
             gu = F.linear(h, w["gu"], w["gu_b"])
             inter = gu.shape[-1] // 2
             a = self.act(gu[:, :inter]).mul_(gu[:, inter:])
-            x = torch.addmm(x, a, w["down"]) if w["down_b"] is None else x + F.linear(a, w["down"].t(), w["down_b"])
+            if w["down_b"] is None:
+                x = torch.addmm(x, a, w["down"])
+            else:
+                x = x + F.linear(a, w["down"].t(), w["down_b"])
         h = F.rms_norm(x, (x.shape[-1],), self.final_norm[0], self.final_norm[1])
-        logits = F.linear(h, self.lm_head, self.lm_bias)
         self.slen[:n] += 1
-        return logits
+        return F.linear(h, self.lm_head, self.lm_bias)
 
 
 class GenericEngine:
@@ -453,7 +553,6 @@ class GenericEngine:
     """
 
     def __init__(self, model: Any, n_slots: int, prompt_cache_size: int = 1024):
-        from transformers import DynamicCache
 
         self.model = model
         self.n_slots = n_slots
@@ -463,8 +562,10 @@ class GenericEngine:
         self.prompts: dict[Prompt, list[tuple[torch.Tensor, torch.Tensor]]] = {}
         self.prompt_cache_size = prompt_cache_size
         # One token through the model tells the cache's per-layer shapes.
-        probe = _layer_kv(_out_cache(self.model(input_ids=torch.zeros(1, 1, dtype=torch.long, device=self.device),
-                                                use_cache=True, **{self.kw: DynamicCache()})))
+        probe_cache = DynamicCache()
+        self.model(input_ids=torch.zeros(1, 1, dtype=torch.long, device=self.device), use_cache=True,
+                   **{self.kw: probe_cache})
+        probe = _layer_kv(probe_cache)
         self.cache = DynamicCache(ddp_cache_data=[(k[:0, :, :0], v[:0, :, :0]) for k, v in probe])
         self.kv: list[list[torch.Tensor]] = [[k, v] for k, v in _layer_kv(self.cache)]
         self.mask = torch.zeros(0, 0, dtype=torch.long, device=self.device)
@@ -475,7 +576,6 @@ class GenericEngine:
         return prompt in self.prompts
 
     def prepare(self, prompts: list[Prompt]) -> int:
-        from transformers import DynamicCache
 
         todo = [k for k in dict.fromkeys(prompts) if k not in self.prompts]
         while self.prompts and len(self.prompts) + len(todo) > self.prompt_cache_size:
@@ -484,7 +584,7 @@ class GenericEngine:
         for k in todo:
             if len(k) == 1:
                 self.prompts[k] = [(kv[0][:0, :, :0], kv[1][:0, :, :0]) for kv in self.kv]
-        body = [k for k in todo if len(k) > 1]
+        body = sorted((k for k in todo if len(k) > 1), key=len)
         for chunk in _chunks(body, len):
             L = max(len(k) - 1 for k in chunk)
             ids = torch.zeros(len(chunk), L, dtype=torch.long, device=self.device)
@@ -494,9 +594,9 @@ class GenericEngine:
                 ids[i, L - n :] = torch.tensor(k[:-1], dtype=torch.long)
                 am[i, L - n :] = 1
             position_ids = (am.cumsum(1) - 1).clamp_(min=0)
-            out = self.model(input_ids=ids, attention_mask=am, position_ids=position_ids, use_cache=True,
-                             **{self.kw: DynamicCache()})
-            kv = _layer_kv(_out_cache(out))
+            cache = DynamicCache()
+            self.model(input_ids=ids, attention_mask=am, position_ids=position_ids, use_cache=True, **{self.kw: cache})
+            kv = _layer_kv(cache)
             for i, k in enumerate(chunk):
                 n = len(k) - 1
                 self.prompts[k] = [(keys[i, :, L - n :].clone(), values[i, :, L - n :].clone()) for keys, values in kv]
@@ -507,7 +607,11 @@ class GenericEngine:
         cl = self.cache.layers[layer]
         cl.keys, cl.values = keys, values
 
-    def place(self, slot: int, prompt: Prompt) -> None:
+    def users(self, prompt: Prompt) -> int:
+        return 0
+
+    def place(self, slot: int, prompt: Prompt, share: bool = True) -> None:
+        """Start a row for `prompt` in `slot` (== n: a new slot); the prompt's cache is always copied."""
         pre = self.prompts[prompt]
         n_pre = len(prompt) - 1
         T = self.mask.shape[1]
@@ -638,7 +742,10 @@ class HFSampler:
                 pull(self.lookahead)
                 st.prefill_tokens += engine.prepare([r.prompt_ids for r in list(pending)[: self.lookahead]])
             r = pending.popleft()
-            engine.place(slot, r.prompt_ids)
+            pull(1)
+            # Share the prompt's cache when another sample of it is running or comes next.
+            share = engine.users(r.prompt_ids) > 0 or bool(pending and pending[0].prompt_ids == r.prompt_ids)
+            engine.place(slot, r.prompt_ids, share)
             if slot == len(rows):
                 rows.append(_Row(r))
             else:
@@ -676,7 +783,7 @@ class HFSampler:
                         continue
                     row.tokens.append(tok)
                     row.forced.append(False)
-                    if self.calculator is not None:
+                    if self.calculator is not None and len(row.tokens) < p.max_new_tokens:
                         self._calculate(row)
                 st.generated += 1
                 row.next_input = row.tokens[-1]

@@ -29,6 +29,7 @@ Conventions
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -49,6 +50,10 @@ from gsmv.artifacts import MetricsLog, atomic_write_json, read_json
 from gsmv.config import RunConfig, TrainConfig, config_hash, to_dict
 from gsmv.errors import GsmvError
 from gsmv.runtime import pick_device, pick_dtype
+
+# accelerate warns at every save_state that tied embeddings were de-duplicated; that is expected for
+# tie_word_embeddings models and resume is tested to be exact, so the warning is only noise.
+logging.getLogger("accelerate.utils.other").setLevel(logging.ERROR)
 
 Batch = dict[str, torch.Tensor]
 LossFn = Callable[[nn.Module, Batch], tuple[torch.Tensor, dict[str, float]]]

@@ -1,7 +1,8 @@
 """Stage `train-verifier`: train the verifier on labelled generator samples.
 
 Data: one example per train sample, format_prompt(question) followed by the sample's own
-token ids (samples/train shards), with its 0/1 label (is_correct; unlabelled rows are skipped).
+token ids (samples/train shards) and EOS when the sample finished (solution_ids), with its
+0/1 label (is_correct; unlabelled rows are skipped).
 Sequences longer than cfg.verifier.max_len lose tokens from the left: the end of the
 solution, where the value matters most, is always kept.
 
@@ -50,12 +51,13 @@ from gsmv.models.verifier import (
     max_positions,
     prompt_ids,
     score_sequences,
+    solution_ids,
 )
 from gsmv.runtime import seed_everything, setup_threads
 from gsmv.train.loop import Batch, fit, make_accelerator, pad_collate_fn, train_hash
 
 STAGE = "train-verifier"
-CALIBRATION_EXAMPLES = 256
+CALIBRATION_EXAMPLES = 128  # enough for a mean and a spread; cheap on a big model
 
 
 # ---------------------------------------------------------------- data
@@ -81,18 +83,20 @@ def make_example(prompt: Sequence[int], solution: Sequence[int], label: float, *
     return {"input_ids": ids, "labels": labels, "value_mask": value_mask, "target": float(label)}, cut > 0
 
 
-def read_samples(folder: Path, prompts: dict[str, list[int]], split: str) -> list[dict]:
-    """Labelled rows {problem_id, prompt, tokens, label} of a sample folder (unlabelled rows skipped)."""
+def read_samples(folder: Path, prompts: dict[str, list[int]], split: str, eos_id: int | None) -> list[dict]:
+    """Labelled rows {problem_id, prompt, tokens, label} of a sample folder (unlabelled rows skipped);
+    tokens are what the verifier reads after the prompt (gsmv.models.verifier.solution_ids)."""
     rows = []
     for path in list_shards(folder):
-        t = read_columns(path, ("problem_id", "tokens", "is_correct"))
-        for i, (pid, toks, ok) in enumerate(zip(t.column("problem_id").to_pylist(), t.column("tokens").to_pylist(),
-                                                t.column("is_correct").to_pylist(), strict=True)):
+        t = read_columns(path, ("problem_id", "tokens", "is_correct", "finished"))
+        cols = (t.column(c).to_pylist() for c in ("problem_id", "tokens", "is_correct", "finished"))
+        for i, (pid, toks, ok, finished) in enumerate(zip(*cols, strict=True)):
             if ok is None:
                 continue
             if pid not in prompts:
                 raise GsmvError(f"{path}: row {i}: problem_id {pid!r} is not in the '{split}' split")
-            rows.append({"problem_id": pid, "prompt": prompts[pid], "tokens": list(toks or []), "label": bool(ok)})
+            rows.append({"problem_id": pid, "prompt": prompts[pid], "tokens": solution_ids(toks, finished, eos_id),
+                         "label": bool(ok)})
     return rows
 
 
@@ -302,10 +306,11 @@ def calibrate(ver: Verifier, examples: list[dict], collate, batch_size: int) -> 
         return
     was = ver.training
     ver.eval()
-    sample = examples[:CALIBRATION_EXAMPLES]
+    sample = examples[::max(1, len(examples) // CALIBRATION_EXAMPLES)][:CALIBRATION_EXAMPLES]  # spread over problems
+    device = next(ver.parameters()).device
     zs = []
     for i in range(0, len(sample), batch_size):
-        b = collate(sample[i:i + batch_size])
+        b = {k: v.to(device) for k, v in collate(sample[i:i + batch_size]).items()}
         z = ver.reserved_logits(ver.hidden_states(b["input_ids"], b["attention_mask"]))
         zs.append(z[b["value_mask"].bool()])
     rate = float(np.mean([ex["target"] for ex in examples]))
@@ -344,10 +349,11 @@ def main(cfg: RunConfig, *, on_step: Callable[[int], None] | None = None) -> dic
     def prompts_of(split: str) -> dict[str, list[int]]:
         return {p.id: prompt_ids(tok, p.question) for p in load_split(cfg, split)}
 
-    train_rows = read_samples(paths.samples("train"), prompts_of("train"), "train")
+    train_rows = read_samples(paths.samples("train"), prompts_of("train"), "train", tok.eos_token_id)
     if not train_rows:
         raise GsmvError(f"{paths.samples('train')}: no labelled samples (run label first)")
-    val_rows = read_samples(paths.samples("val"), prompts_of("val"), "val") if list_shards(paths.samples("val")) else []
+    val_rows = (read_samples(paths.samples("val"), prompts_of("val"), "val", tok.eos_token_id)
+                if list_shards(paths.samples("val")) else [])
 
     train_ex, n_cut = [], 0
     for r in train_rows:
@@ -357,6 +363,7 @@ def main(cfg: RunConfig, *, on_step: Callable[[int], None] | None = None) -> dic
     val_ex = [make_example(r["prompt"], r["tokens"], r["label"], max_len=max_len, level=vcfg.level)[0]
               for r in val_rows]
     collate = collate_fn(pad_id)
+    ver.to(accelerator.device)  # where prepare() would put it anyway; calibration runs there
     calibrate(ver, train_ex, collate, vcfg.batch_size)
 
     metrics = MetricsLog(paths.metrics, STAGE, enabled=accelerator.is_main_process)

@@ -1,0 +1,266 @@
+"""Verifier training: loss masks, the LM switch, metrics, a real learning run, resume, init, two processes."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sample_shards import hedged_wrong_answer, labelled_rows, tokens_of, write_shards
+from tiny_overrides import TINY_OVERRIDES
+
+from gsmv.artifacts import RunPaths, read_metrics
+from gsmv.data.gsm8k import load_split
+from gsmv.errors import GsmvError
+from gsmv.models.verifier import build_verifier, load_verifier, prompt_ids
+from gsmv.train import verifier as tv
+
+# ---------------------------------------------------------------- masks and losses
+
+PROMPT = [11, 12, 13, 14]
+SOLUTION = [21, 22, 23]
+
+
+def test_token_level_example_masks():
+    ex, cut = tv.make_example(PROMPT, SOLUTION, 1.0, max_len=100, level="token")
+    assert not cut
+    assert ex["input_ids"] == PROMPT + SOLUTION
+    assert ex["value_mask"] == [0, 0, 0, 0, 1, 1, 1]
+    assert ex["labels"] == [-100, -100, -100, -100, 21, 22, 23]
+    assert ex["target"] == 1.0
+
+
+def test_solution_level_example_masks():
+    ex, _ = tv.make_example(PROMPT, SOLUTION, 0.0, max_len=100, level="solution")
+    assert ex["value_mask"] == [0, 0, 0, 0, 0, 0, 1]
+    assert ex["labels"] == [-100, -100, -100, -100, 21, 22, 23]  # the LM loss still covers the solution
+
+
+def test_truncation_keeps_the_end():
+    ex, cut = tv.make_example(PROMPT, SOLUTION, 1.0, max_len=5, level="token")
+    assert cut and ex["input_ids"] == [13, 14, 21, 22, 23]
+    assert ex["value_mask"] == [0, 0, 1, 1, 1]
+    ex, _ = tv.make_example(PROMPT, SOLUTION, 1.0, max_len=2, level="token")
+    assert ex["input_ids"] == [22, 23] and ex["value_mask"] == [1, 1] and ex["labels"] == [22, 23]
+
+
+def test_empty_solution_is_valued_at_the_last_token():
+    for level in ("token", "solution"):
+        ex, _ = tv.make_example(PROMPT, [], 0.0, max_len=100, level=level)
+        assert ex["value_mask"] == [0, 0, 0, 1] and ex["labels"] == [-100] * 4
+
+
+def _batch(level: str) -> dict:
+    exs = [tv.make_example(PROMPT, SOLUTION, 1.0, max_len=100, level=level)[0],
+           tv.make_example(PROMPT[:2], SOLUTION[:2], 0.0, max_len=100, level=level)[0]]
+    return tv.collate_fn(pad_id=0)(exs)
+
+
+def test_collate_pads_masks_and_targets():
+    b = _batch("token")
+    assert b["value_mask"].tolist() == [[0, 0, 0, 0, 1, 1, 1], [0, 0, 1, 1, 0, 0, 0]]
+    assert b["attention_mask"].tolist() == [[1] * 7, [1, 1, 1, 1, 0, 0, 0]]
+    assert b["labels"][1].tolist() == [-100, -100, 21, 22, -100, -100, -100]
+    assert b["target"].tolist() == [1.0, 0.0]
+
+
+def test_lm_logits_mask_marks_positions_before_solution_tokens():
+    b = _batch("token")
+    assert tv.lm_logits_mask(b["labels"]).int().tolist() == [[0, 0, 0, 1, 1, 1, 0], [0, 1, 1, 0, 0, 0, 0]]
+
+
+@pytest.mark.parametrize("level", ["token", "solution"])
+def test_value_loss_is_a_mean_over_the_masked_positions(level):
+    b = _batch(level)
+    torch.manual_seed(0)
+    z = torch.randn(2, 7)
+    loss, stats = tv.verifier_loss(z, None, b, loss="mse", lm_weight=0.0)
+    if level == "token":
+        pos = [(0, 4, 1.0), (0, 5, 1.0), (0, 6, 1.0), (1, 2, 0.0), (1, 3, 0.0)]
+    else:
+        pos = [(0, 6, 1.0), (1, 3, 0.0)]
+    want = np.mean([(torch.sigmoid(z[i, t]).item() - y) ** 2 for i, t, y in pos])
+    assert loss.item() == pytest.approx(want, rel=1e-6)
+    assert stats["tokens"] == len(pos)
+    bce, _ = tv.verifier_loss(z, None, b, loss="bce", lm_weight=0.0)
+    want_bce = np.mean([-(y * math.log(torch.sigmoid(z[i, t]).item()) + (1 - y) * math.log(1 - torch.sigmoid(z[i, t]).item()))
+                        for i, t, y in pos])
+    assert bce.item() == pytest.approx(want_bce, rel=1e-5)
+
+
+def test_lm_loss_weight_and_zero_weight_gives_no_lm_gradient():
+    b = _batch("token")
+    m = tv.lm_logits_mask(b["labels"])
+    torch.manual_seed(0)
+    z = torch.randn(2, 7, requires_grad=True)
+    logits = torch.randn(int(m.sum()), 30, requires_grad=True)
+    targets = torch.tensor([21, 22, 23, 21, 22])
+    total, stats = tv.verifier_loss(z, logits, b, loss="mse", lm_weight=0.5)
+    ce = torch.nn.functional.cross_entropy(logits, targets)
+    value_only, _ = tv.verifier_loss(z, None, b, loss="mse", lm_weight=0.0)
+    assert total.item() == pytest.approx(value_only.item() + 0.5 * ce.item(), rel=1e-6)
+    assert stats["lm_loss"] == pytest.approx(ce.item(), rel=1e-6)
+
+    off, stats = tv.verifier_loss(z, logits, b, loss="mse", lm_weight=0.0)
+    off.backward()
+    assert logits.grad is None and "lm_loss" not in stats
+    assert z.grad is not None and z.grad.abs().sum() > 0
+
+
+def test_loss_fn_never_computes_lm_logits_at_zero_weight(tiny_cfg, tiny_llama_dir, monkeypatch):
+    ver, tok = build_verifier(tiny_llama_dir)
+    b = tv.collate_fn(tok.pad_token_id)([tv.make_example([5, 6, 7], [8, 9], 1.0, max_len=64, level="token")[0]])
+    calls = []
+    real = ver.lm_logits
+    monkeypatch.setattr(ver, "lm_logits", lambda h: calls.append(h.shape) or real(h))
+    tiny_cfg.verifier.lm_weight = 0.0
+    loss0, _ = tv.make_loss_fn(tiny_cfg.verifier)(ver, b)
+    assert calls == []
+    tiny_cfg.verifier.lm_weight = 1.0
+    loss1, stats = tv.make_loss_fn(tiny_cfg.verifier)(ver, b)
+    assert len(calls) == 1 and calls[0][0] == 2  # logits only at the 2 positions before solution tokens
+    assert loss1.item() == pytest.approx(loss0.item() + stats["lm_loss"], rel=1e-5)
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def test_auc_ece_best_of_n():
+    s = np.array([0.1, 0.4, 0.35, 0.8])
+    y = np.array([0, 0, 1, 1], dtype=bool)
+    assert tv.auc(s, y) == pytest.approx(0.75)
+    assert tv.auc(np.array([0.5, 0.5]), np.array([0, 1], dtype=bool)) == pytest.approx(0.5)  # ties count half
+    assert math.isnan(tv.auc(s, np.ones(4, dtype=bool)))
+    # one sample per bin: 0.1 (wrong) → .1, 0.35 (right) → .65, 0.4 (wrong) → .4, 0.8 (right) → .2
+    want = 0.25 * (0.1 + 0.65 + 0.4 + 0.2)
+    assert tv.expected_calibration_error(s, y.astype(float)) == pytest.approx(want)
+    # two samples sharing a bin: |mean label − mean confidence| weighted by the bin's share
+    assert tv.expected_calibration_error(np.array([0.31, 0.39]), np.array([1.0, 0.0])) == pytest.approx(0.15)
+    assert tv.best_of_n(["a", "b", "a", "b"], s, y) == pytest.approx(1.0)  # a picks 0.35, b picks 0.8: both right
+    assert tv.best_of_n(["a", "b", "b", "a"], s, y) == pytest.approx(0.5)  # a picks 0.8 (right), b 0.4 (wrong)
+    m = tv.val_metrics(["a", "a", "b", "b"], s, y)  # a has no right sample
+    assert m["val_coverage"] == 0.5 and m["val_base_accuracy"] == 0.5 and m["val_best_of_n"] == 0.5
+    assert m["val_acc"] == 0.75 and m["val_auc"] == pytest.approx(0.75) and m["val_problems"] == 2
+
+
+# ---------------------------------------------------------------- training runs
+
+
+def _setup_run(cfg, llama_dir, *, n_train: int = 2) -> RunPaths:
+    """Generator folder (a random tiny Llama) + train/val samples whose wrong answers open with "Maybe"."""
+    paths = RunPaths(cfg.run_dir)
+    shutil.copytree(llama_dir, paths.generator_final)
+    _, tok = build_verifier(llama_dir)
+    train, val = load_split(cfg, "train"), load_split(cfg, "val")
+    split = lambda i, j: j == i % 2  # noqa: E731 - one right and one wrong sample per problem
+    write_shards(paths.samples("train"), labelled_rows(train, tok, n_train, split, hedged_wrong_answer), 64)
+    write_shards(paths.samples("val"), labelled_rows(val, tok, 2, split, hedged_wrong_answer), 64)
+    return paths
+
+
+@pytest.mark.parametrize("level", ["token", "solution"])
+def test_verifier_learns_a_learnable_labelling(tiny_cfg, tiny_llama_dir, level):
+    # A random tiny LM needs a few epochs and a light LM weight to pick up the tell in ~80 steps.
+    cfg = tiny_cfg
+    cfg.verifier.epochs, cfg.verifier.lr, cfg.verifier.lm_weight, cfg.verifier.level = 3.0, 3e-3, 0.1, level
+    paths = _setup_run(cfg, tiny_llama_dir)
+    out = tv.main(cfg)
+    assert out["val_auc"] > 0.9
+    assert out["val_best_of_n"] > 0.9 and out["val_base_accuracy"] == pytest.approx(0.5)
+    recs = read_metrics(paths.metrics, "train-verifier")
+    data = next(r for r in recs if r.get("event") == "data")
+    assert data["init"] == str(paths.generator_final) and data["train_positive_rate"] == pytest.approx(0.5)
+    assert any("val_auc" in r for r in recs) and any("train_value_loss" in r for r in recs)
+    # The final folder loads in one call and ranks a hedged wrong solution below the right one.
+    ver, tok = load_verifier(paths.verifier_final)
+    p = load_split(cfg, "val")[0]
+    prompt = prompt_ids(tok, p.question)
+    sols = [tokens_of(tok, t) + [tok.eos_token_id] for t in (p.solution, hedged_wrong_answer(p.solution))]
+    (right, _), (wrong, _) = ver.score_sequences([prompt + s for s in sols], [len(prompt)] * 2, batch_size=2,
+                                                 pad_id=tok.pad_token_id)
+    assert right > wrong
+
+
+def test_resume_after_a_crash_gives_the_same_verifier(tiny_cfg, tiny_llama_dir, tmp_path):
+    tiny_cfg.verifier.save_every = 4
+    tiny_cfg.verifier.dropout = 0.0
+    _setup_run(tiny_cfg, tiny_llama_dir)
+
+    class Crash(Exception):
+        pass
+
+    def crash(step: int) -> None:
+        if step == 6:
+            raise Crash
+
+    with pytest.raises(Crash):
+        tv.main(tiny_cfg, on_step=crash)
+    paths = RunPaths(tiny_cfg.run_dir)
+    assert (paths.verifier / "step-000004").is_dir() and not paths.verifier_final.exists()
+    tv.main(tiny_cfg)
+    start = [r for r in read_metrics(paths.metrics, "train-verifier") if r.get("event") == "start"]
+    assert start[-1]["resumed_from"].endswith("step-000004")
+
+    # The same run without the crash, in another folder.
+    tiny_cfg.out_dir = str(tmp_path / "clean")
+    _setup_run(tiny_cfg, tiny_llama_dir)
+    tv.main(tiny_cfg)
+    a, _ = load_verifier(paths.verifier_final)
+    b, _ = load_verifier(RunPaths(tiny_cfg.run_dir).verifier_final)
+    torch.testing.assert_close(a.gain, b.gain)
+    torch.testing.assert_close(a.bias, b.bias)
+    for (name, pa_), (_, pb) in zip(a.lm.named_parameters(), b.lm.named_parameters(), strict=True):
+        torch.testing.assert_close(pa_, pb, msg=name)
+
+
+def test_init_resolution_and_missing_generator(tiny_cfg, tiny_gpt2_dir):
+    assert tv.init_source(tiny_cfg) == "generator"  # a preset: start from the fine-tuned generator
+    with pytest.raises(GsmvError, match="no fine-tuned generator"):
+        tv.build_initial_verifier(tiny_cfg)
+    tiny_cfg.model.name = str(tiny_gpt2_dir)
+    assert tv.init_source(tiny_cfg) == "base"  # a real model: start from the base model (the paper)
+    ver, tok, desc = tv.build_initial_verifier(tiny_cfg)
+    assert desc == str(tiny_gpt2_dir) and tok.convert_ids_to_tokens(ver.value_token_id) == "<|value|>"
+    tiny_cfg.verifier.init = "generator"
+    assert tv.init_source(tiny_cfg) == "generator"
+
+
+def test_no_train_samples_is_an_error(tiny_cfg):
+    with pytest.raises(GsmvError, match="no train samples"):
+        tv.main(tiny_cfg)
+
+
+SCRIPT = """
+import sys
+from gsmv.config import load_config
+from gsmv.train import verifier
+cfg = load_config(None, sys.argv[1:])
+verifier.main(cfg)
+"""
+
+
+def test_two_process_training(tiny_cfg, tiny_llama_dir, tmp_path):
+    _setup_run(tiny_cfg, tiny_llama_dir)
+    script = tmp_path / "train_script.py"
+    script.write_text(SCRIPT)
+    root = Path(__file__).parents[2]
+    overrides = [f"data.dir={tiny_cfg.data.dir}", f"out_dir={tiny_cfg.out_dir}", "name=t", *TINY_OVERRIDES]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+         str(root / "configs/accelerate/cpu_ddp.yaml"), "--main_process_port", "0", str(script), *overrides],
+        capture_output=True, text=True, env=env, timeout=300, cwd=root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    paths = RunPaths(tiny_cfg.run_dir)
+    recs = read_metrics(paths.metrics, "train-verifier")
+    assert next(r for r in recs if r.get("event") == "start")["processes"] == 2
+    end = next(r for r in recs if r.get("event") == "end")
+    assert end["val_samples"] == 40 and math.isfinite(end["val_auc"])  # every val sample scored across the ranks
+    ver, _ = load_verifier(paths.verifier_final)
+    assert ver.head == "token"
