@@ -90,7 +90,8 @@ def test_smoke_pipeline_resumes_after_sigkill_to_the_same_results(tmp_path):
         stage_running("score", some_files("scores/test/shard-*.parquet")),
     ]
     hits = [kill_when(killed, ready) for ready in kill_points]
-    assert any(hits), "the run finished before any kill point was reached"
+    print("kill points hit:", hits)
+    assert sum(hits) >= 3, f"too few kill points were reached: {hits}"
     run_to_end(killed)
 
     assert results_without_timing(killed / "smoke") == results_without_timing(run_dir)

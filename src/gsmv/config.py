@@ -36,7 +36,7 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     # A from-scratch preset name (see gsmv.models.loading.PRESETS), a hub id, or a local folder.
-    name: str = "cpu-5m"
+    name: str = "cpu-1m"
     dtype: str = "auto"  # auto (fp32 on CPU, bf16 on CUDA) | float32 | bfloat16 | float16
     # From-scratch presets only: BPE vocabulary trained on GSM8K train text.
     vocab_size: int = 2048

@@ -209,6 +209,8 @@ def run(cfg: RunConfig, start: str | None = None, until: str | None = None, only
     paths = RunPaths(cfg.run_dir)
     names = _select(cfg, start, until, only)
     hashes = stage_hashes(cfg)
+    if cfg.data.source == "local" and any(n != "report" for n in names):
+        _check_data(cfg)  # a bad dataset fails here, before anything is written
     if state.is_main_process:
         paths.root.mkdir(parents=True, exist_ok=True)
         _remove_partial_writes(paths.root)
@@ -250,6 +252,13 @@ def run(cfg: RunConfig, start: str | None = None, until: str | None = None, only
                          outputs=[str(p.relative_to(paths.root)) for p in stage.outputs(paths)])
         log(f"[{name}] done in {secs:.1f} s" + (f": {_short(summary)}" if summary else ""))
     return manifest.data
+
+
+def _check_data(cfg: RunConfig) -> None:
+    from gsmv.data.gsm8k import load_split
+
+    for split in ("train", "test"):  # val is carved from train
+        load_split(cfg, split)
 
 
 def _remove_partial_writes(root: Path) -> None:
