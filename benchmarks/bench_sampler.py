@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 import torch
+from bench_common import matmul_gflops
 
 from gsmv.config import ModelConfig
 from gsmv.data.gsm8k import format_prompt
@@ -44,17 +45,6 @@ from gsmv.sampling.hf import HFSampler
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k"
 TINY = Path(__file__).resolve().parents[1] / "tests" / "assets" / "tiny_gsm8k"
-
-
-def matmul_gflops(n: int, seconds: float = 1.0) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    for _ in range(3):
-        torch.matmul(a, b)
-    reps, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        torch.matmul(a, b)
-        reps += 1
-    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
 
 
 def load_texts(folder: Path, split: str) -> list[dict]:

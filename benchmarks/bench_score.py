@@ -23,23 +23,18 @@ same threads over square (--matmul-size, twice that) and model-shaped (tokens ×
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+from bench_common import gsm8k_tokenizer
 
 from gsmv.config import ModelConfig, VerifierConfig
 from gsmv.models.loading import build_from_preset, count_params
-from gsmv.models.tokenizer import train_tokenizer
 from gsmv.models.verifier import Verifier, ensure_value_token, score_sequences
 from gsmv.train.loop import build_optimizer
 from gsmv.train.verifier import collate_fn, make_example, make_loss_fn
-
-GSM8K = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k" / "train.jsonl"
-TINY = Path(__file__).resolve().parents[1] / "tests" / "assets" / "tiny_gsm8k" / "train.jsonl"
 
 
 def matmul_gflops(m: int, k: int, n: int, seconds: float = 0.5, repeats: int = 3) -> float:
@@ -55,15 +50,6 @@ def matmul_gflops(m: int, k: int, n: int, seconds: float = 0.5, repeats: int = 3
             reps += 1
         best = max(best, 2 * m * k * n * reps / (time.perf_counter() - t0) / 1e9)
     return best
-
-
-def tokenizer(vocab: int):
-    src = GSM8K if GSM8K.is_file() else TINY
-    texts = []
-    for line in src.read_text().splitlines():
-        rec = json.loads(line)
-        texts += [rec["question"] + "\n", rec["answer"]]
-    return train_tokenizer(texts, vocab)
 
 
 def forward_flops_per_token(lm, mean_len: float, with_vocab: bool) -> float:
@@ -88,7 +74,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    tok = tokenizer(args.vocab)
+    tok = gsm8k_tokenizer(args.vocab)
     torch.manual_seed(0)
     lm = build_from_preset(ModelConfig(name=args.preset, vocab_size=args.vocab), tok)
     ver = Verifier(lm, head="token", value_token_id=ensure_value_token(lm, tok), tokenizer=tok).eval()

@@ -16,40 +16,15 @@ the FLOP/s of one fp32 torch.matmul of --matmul-size square matrices on the same
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
-from pathlib import Path
 
 import torch
+from bench_common import gsm8k_tokenizer, matmul_gflops
 
 from gsmv.config import ModelConfig, TrainConfig
 from gsmv.models.loading import build_from_preset, count_params, train_flops_per_token
-from gsmv.models.tokenizer import train_tokenizer
 from gsmv.train.loop import build_optimizer, causal_lm_loss
-
-GSM8K = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k" / "train.jsonl"
-TINY = Path(__file__).resolve().parents[1] / "tests" / "assets" / "tiny_gsm8k" / "train.jsonl"
-
-
-def matmul_gflops(n: int, seconds: float = 1.0) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    for _ in range(3):
-        torch.matmul(a, b)
-    reps, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        torch.matmul(a, b)
-        reps += 1
-    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
-
-
-def tokenizer(vocab: int):
-    src = GSM8K if GSM8K.is_file() else TINY
-    texts = []
-    for line in src.read_text().splitlines():
-        rec = json.loads(line)
-        texts += [rec["question"] + "\n", rec["answer"]]
-    return train_tokenizer(texts, vocab)
 
 
 def bench(preset: str, tok, args) -> dict:
@@ -95,7 +70,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     peak = matmul_gflops(args.matmul_size)
-    tok = tokenizer(args.vocab)
+    tok = gsm8k_tokenizer(args.vocab)
     rows = [bench(p, tok, args) for p in args.presets]
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"batch {args.batch_size} × seq {args.seq_len}, vocab {len(tok)}, {args.steps} steps")

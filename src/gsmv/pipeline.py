@@ -141,6 +141,8 @@ def enabled_stages(cfg: RunConfig) -> list[str]:
     names = list(STAGE_NAMES)
     if not cfg.sample.greedy_test:
         names.remove("sample-test-greedy")
+    if cfg.sample.n_val <= 0 or cfg.data.val_size == 0:
+        names.remove("sample-val")  # no val problems or samples: the verifier trains without validation
     return names
 
 
@@ -217,28 +219,36 @@ def run(cfg: RunConfig, start: str | None = None, until: str | None = None, only
         atomic_write_text(paths.config, to_yaml(cfg))
     state.wait_for_everyone()
     manifest = Manifest(paths.manifest)
+    enabled = enabled_stages(cfg)
     for name in names:
         stage = _BY_NAME[name]
         want = hashes[name]
-        rec = manifest.get(name)
-        outputs_exist = all(p.exists() for p in stage.outputs(paths))
-        if rec.get("status") == "done" and rec.get("hash") == want and outputs_exist:
+        # Every rank reads what the main process recorded last (it writes the manifest after the barriers).
+        state.wait_for_everyone()
+        manifest = Manifest(paths.manifest)
+        if _done(manifest, stage, want, paths):
             log(f"[{name}] done earlier for this config: skipped")
             continue
-        if rec.get("hash") not in (None, want) and not stage.cheap:
+        rec = manifest.get(name)
+        # Outputs of another config are refused; once the user deletes them (as the message says) it is redone.
+        if rec.get("hash") not in (None, want) and not stage.cheap and any(p.exists() for p in stage.outputs(paths)):
             raise GsmvError(
                 f"{paths.manifest}: stage '{name}' was started with a different config (hash {rec.get('hash')}, now "
                 f"{want}); use another run name, or delete {', '.join(str(p) for p in stage.outputs(paths))} to redo it")
         for up in stage.after:
-            if up in enabled_stages(cfg) and manifest.get(up).get("status") != "done":
+            if up not in enabled:
+                continue
+            if manifest.get(up).get("status") != "done":
                 raise GsmvError(f"{paths.root}: stage '{name}' needs '{up}' first (gsmv run --from {up})")
+            if manifest.get(up).get("hash") != hashes[up]:
+                raise GsmvError(f"{paths.root}: stage '{name}' needs '{up}' redone for this config first "
+                                f"(gsmv run --from {up})")
         if state.is_main_process and _reuse(cfg, stage, want, paths, manifest):
             log(f"[{name}] reused from {cfg.reuse_from}")
-            continue
         state.wait_for_everyone()
-        manifest = Manifest(paths.manifest)  # another rank may have linked outputs
-        if manifest.get(name).get("status") == "done" and manifest.get(name).get("hash") == want:
-            continue
+        manifest = Manifest(paths.manifest)
+        if _done(manifest, stage, want, paths):
+            continue  # the main process linked it from cfg.reuse_from
         t0 = time.time()
         if state.is_main_process:
             manifest.set(name, status="running", hash=want, started=_now())
@@ -252,6 +262,11 @@ def run(cfg: RunConfig, start: str | None = None, until: str | None = None, only
                          outputs=[str(p.relative_to(paths.root)) for p in stage.outputs(paths)])
         log(f"[{name}] done in {secs:.1f} s" + (f": {_short(summary)}" if summary else ""))
     return manifest.data
+
+
+def _done(manifest: Manifest, stage: Stage, want: str, paths: RunPaths) -> bool:
+    rec = manifest.get(stage.name)
+    return rec.get("status") == "done" and rec.get("hash") == want and all(p.exists() for p in stage.outputs(paths))
 
 
 def _check_data(cfg: RunConfig) -> None:

@@ -75,7 +75,9 @@ def main(cfg: RunConfig, split: str = "test") -> dict:
         verifier, tok = load_verifier(paths.verifier_final, dtype=pick_dtype(cfg, device), device=device)
         pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         prompts = {p.id: prompt_ids(tok, p.question) for p in load_split(cfg, REFERENCE_SPLIT[split])}
+        # The longest input the verifier trained and was validated on (train-verifier cuts the same way).
         limit = max_positions(verifier.lm)
+        limit = min(cfg.verifier.max_len, limit) if limit else cfg.verifier.max_len
         bar = tqdm(todo, desc=f"score {split} (rank {state.process_index})", unit="shard",
                    disable=not state.is_local_main_process)
         for path in bar:

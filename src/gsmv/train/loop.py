@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import re
 import shutil
 import time
@@ -46,7 +45,7 @@ from accelerate import Accelerator
 from torch import nn
 from tqdm.auto import tqdm
 
-from gsmv.artifacts import MetricsLog, atomic_write_json, read_json
+from gsmv.artifacts import MetricsLog, atomic_write_json, read_json, replace_dir
 from gsmv.config import RunConfig, TrainConfig, config_hash, to_dict
 from gsmv.errors import GsmvError
 from gsmv.runtime import pick_device, pick_dtype
@@ -283,16 +282,6 @@ def read_state(folder: str | Path) -> dict:
     return read_json(Path(folder) / STATE_FILE)
 
 
-def _swap_in(tmp: Path, dest: Path) -> None:
-    if dest.exists():
-        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-        os.replace(dest, old)
-        os.replace(tmp, dest)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, dest)
-
-
 def _write_folder(
     accelerator: Accelerator,
     dest: Path,
@@ -324,7 +313,7 @@ def _write_folder(
         atomic_write_json(tmp / STATE_FILE, state)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        _swap_in(tmp, dest)
+        replace_dir(tmp, dest)
     accelerator.wait_for_everyone()
 
 
