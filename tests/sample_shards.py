@@ -14,19 +14,7 @@ import pyarrow as pa
 from gsmv.artifacts import shard_path, write_parquet
 from gsmv.data.answers import extract_answer
 from gsmv.data.gsm8k import Problem
-
-SAMPLE_SCHEMA = pa.schema([
-    ("problem_id", pa.string()),
-    ("sample_idx", pa.int32()),
-    ("text", pa.string()),
-    ("tokens", pa.list_(pa.int32())),
-    ("n_tokens", pa.int32()),
-    ("final_answer", pa.string()),
-    ("is_correct", pa.bool_()),
-    ("calc_calls", pa.int32()),
-    ("forced", pa.list_(pa.bool_())),
-    ("finished", pa.bool_()),
-])
+from gsmv.sample import SAMPLE_SCHEMA  # the stage's own schema: test shards break when it changes
 
 
 def sample_row(problem_id: str, sample_idx: int, text: str, tokens: Sequence[int],
