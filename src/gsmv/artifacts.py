@@ -57,6 +57,26 @@ def read_json(path: str | Path) -> Any:
         raise GsmvError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
 
 
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, str, Any]]:
+    """(0-based line index, "path:line", record) for each non-blank line; bad lines are one-line GsmvErrors."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise GsmvError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise GsmvError(f"{path}: cannot read ({e})") from None
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        where = f"{path}:{i + 1}"
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise GsmvError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
+        yield i, where, rec
+
+
 def write_parquet(path: str | Path, table: pa.Table) -> None:
     """Write a Parquet file atomically."""
     path = Path(path)

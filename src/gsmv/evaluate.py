@@ -51,7 +51,6 @@ evaluate_reference(path) returns {"kind": "reference", "source", "n_problems", "
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -62,7 +61,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from gsmv.artifacts import RunPaths, atomic_write_json, list_shards
+from gsmv.artifacts import RunPaths, atomic_write_json, iter_jsonl, list_shards
 from gsmv.config import RunConfig
 from gsmv.errors import GsmvError
 
@@ -554,21 +553,8 @@ def main(cfg: RunConfig) -> dict:
 
 
 def _read_reference(path: Path) -> dict[str, np.ndarray]:
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise GsmvError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise GsmvError(f"{path}: cannot read ({e})") from None
     flags: dict[str, list[bool]] = {m: [] for m in REFERENCE_MODELS}
-    for i, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{i}"
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise GsmvError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
+    for _, where, rec in iter_jsonl(path):
         if not isinstance(rec, dict):
             raise GsmvError(f"{where}: expected a JSON object, got {type(rec).__name__}")
         for key in ("question", "ground_truth", *REFERENCE_MODELS):

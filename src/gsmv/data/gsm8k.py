@@ -7,13 +7,13 @@ keeps its `train-NNNNN` ids, so every problem is traceable to its source line.
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gsmv.artifacts import iter_jsonl
 from gsmv.config import RunConfig, data_dir
 from gsmv.data.answers import extract_answer
 from gsmv.errors import GsmvError
@@ -63,21 +63,7 @@ def load_jsonl(path: str | Path, split: str) -> list[Problem]:
             f"{path}: GSM8K file not found; set data.dir (or the GSMV_DATA_DIR environment variable) "
             "to a folder with train.jsonl and test.jsonl"
         )
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise GsmvError(f"{path}: cannot read ({e})") from None
-    problems = []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        where = f"{path}:{i + 1}"
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise GsmvError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
-        problems.append(_problem(rec, split, i, where))
-    return problems
+    return [_problem(rec, split, i, where) for i, where, rec in iter_jsonl(path)]
 
 
 def load_hf(split: str) -> list[Problem]:
