@@ -3,8 +3,11 @@
     python benchmarks/bench_generator_quality.py --run runs/cpu
 
 Well formed: every `<<` is closed by `>>` with exactly one `=` inside, and the text ends with
-`#### N` where N parses as a number. Also prints the finetune val loss per epoch and its wall
-time from the run's metrics.jsonl. Model selection territory: val only, never test.
+`#### N` where N parses as a number. Also prints accuracy by the number of steps of the reference
+solution (how difficulty scales), the share of correct solutions with a wrong step where the task has
+step-level truth, and the finetune val loss per epoch and its wall time from the run's metrics.jsonl.
+Model selection territory: val only, never test. `--model DIR` scores a checkpoint instead of
+generator/final (e.g. runs/synth/generator/step-000600).
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from pathlib import Path
 from gsmv.artifacts import RunPaths, read_metrics
 from gsmv.config import load_config
 from gsmv.data.answers import extract_answer
-from gsmv.data.gsm8k import format_prompt, load_split
+from gsmv.data.gsm8k import format_prompt
+from gsmv.data.tasks import first_wrong_step, get_task, load_split, reference_values
 from gsmv.models.tokenizer import encode_prompt
 from gsmv.sample import make_sampler
 from gsmv.sampling.base import Request, SamplingParams
@@ -37,6 +41,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", default="runs/cpu", help="run folder with generator/final and config.yaml")
     ap.add_argument("--limit", type=int, default=0, help="first K val problems (0 = all)")
+    ap.add_argument("--model", default="", help="model folder (default: the run's generator/final)")
     args = ap.parse_args()
     paths = RunPaths(args.run)
     cfg = load_config(paths.config)
@@ -44,7 +49,7 @@ def main() -> None:
     if args.limit:
         problems = problems[: args.limit]
     params = SamplingParams(temperature=0.0, max_new_tokens=cfg.sample.max_new_tokens, calculator=True)
-    sampler = make_sampler(cfg, paths.generator_final, params)
+    sampler = make_sampler(cfg, Path(args.model) if args.model else paths.generator_final, params)
     tok = sampler.tokenizer  # type: ignore[attr-defined]
     reqs = [Request(p.id, 0, tuple(encode_prompt(tok, format_prompt(p.question))), 0, p.answer) for p in problems]
     t0 = time.time()
@@ -56,6 +61,18 @@ def main() -> None:
     print("| run | val problems | well formed | correct (greedy) | greedy seconds |")
     print("|---|---:|---:|---:|---:|")
     print(f"| {args.run} | {n} | {formed / n:.1%} ({formed}) | {correct / n:.1%} ({correct}) | {secs:.1f} |")
+    by_id = {p.id: p for p in problems}
+    step_truth = get_task(cfg).step_truth
+    rows: dict[int, list[tuple[bool, bool]]] = {}
+    for s in samples:
+        p = by_id[s.problem_id]
+        wrong = step_truth and first_wrong_step(s.text, reference_values(p)) is not None
+        rows.setdefault(p.solution.count("<<"), []).append((bool(s.is_correct), wrong))
+    print("\n| reference steps | problems | correct | correct with a wrong step |\n|---:|---:|---:|---:|")
+    for k in sorted(rows):
+        ok = [c for c, _ in rows[k]]
+        fp = sum(c and w for c, w in rows[k])
+        print(f"| {k} | {len(ok)} | {sum(ok) / len(ok):.1%} | {fp} |")
     ft = [r for r in read_metrics(paths.metrics, "finetune") if "val_loss" in r and "epoch" in r]
     if ft:
         print("\n| epoch | val loss |\n|---:|---:|")

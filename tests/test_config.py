@@ -10,7 +10,8 @@ PRESETS = sorted(CONFIG_DIR.glob("*.yaml"))
 
 def test_presets_are_there():
     names = {p.stem for p in PRESETS}
-    assert {"smoke", "cpu", "cpu-solution", "cpu-nolm", "cpu-nodropout", "gpu-gpt2"} <= names
+    assert {"synth", "smoke", "smoke-synth", "gsm8k-cpu", "gsm8k-cpu-solution", "gsm8k-cpu-nolm",
+            "gsm8k-cpu-nodropout", "gpu-gpt2"} <= names
 
 
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
@@ -21,8 +22,8 @@ def test_every_preset_loads_and_validates(preset: Path):
 
 
 def test_base_chain_keeps_the_base_and_overrides_its_keys():
-    cfg = load_config("cpu-solution")
-    base = load_config("cpu")
+    cfg = load_config("gsm8k-cpu-solution")
+    base = load_config("gsm8k-cpu")
     assert cfg.verifier.level == "solution" and base.verifier.level == "token"
     assert cfg.model == base.model and cfg.finetune == base.finetune and cfg.sample == base.sample
 

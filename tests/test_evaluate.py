@@ -13,8 +13,9 @@ from report.fake_run import write_fake_run
 
 from gsmv import evaluate as E
 from gsmv.artifacts import RunPaths, atomic_write_text, list_shards
-from gsmv.config import RunConfig, data_dir
-from gsmv.data.gsm8k import load_split
+from gsmv.config import RunConfig
+from gsmv.data.tasks import data_dir
+from gsmv.data.tasks import load_split
 from gsmv.errors import GsmvError
 
 

@@ -10,7 +10,7 @@ from sample_shards import sample_row, write_shards, wrong_answer
 
 from gsmv import label
 from gsmv.artifacts import RunPaths
-from gsmv.data.gsm8k import load_split
+from gsmv.data.tasks import load_split
 from gsmv.errors import GsmvError
 
 
@@ -105,3 +105,19 @@ def test_label_missing_column_is_an_error(tiny_cfg):
     write_parquet(p, pa.table({"problem_id": ["train-00000"], "text": ["#### 1"]}))
     with pytest.raises(GsmvError, match="missing column.*is_correct"):
         label.main(tiny_cfg)
+
+
+def test_relabel_rewrites_stale_final_answers(tiny_cfg):
+    # A shard written under an older answer rule: its stored final answers disagree with its texts.
+    # Relabelling must rewrite them with the labels, so majority votes and labels never disagree.
+    paths = RunPaths(tiny_cfg.run_dir)
+    test = load_split(tiny_cfg, "test")
+    rows = _rows(test, [[True, False]])
+    rows[0]["final_answer"] = "999999"  # stale
+    (shard,) = write_shards(paths.samples("test"), rows, 10)
+    label.main(tiny_cfg, splits=("test",), out="labels-test.json")
+    t = pq.read_table(shard)
+    from gsmv.data.answers import extract_answer
+
+    assert t.column("final_answer").to_pylist() == [extract_answer(r["text"]) for r in rows]
+    assert json.loads((paths.root / "labels-test.json").read_text())["test"]["relabeled"] == 1

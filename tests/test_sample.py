@@ -13,7 +13,7 @@ import torch
 
 from gsmv import sample
 from gsmv.artifacts import RunPaths, list_shards, read_json, read_metrics, read_shards, shard_path
-from gsmv.data.gsm8k import load_split
+from gsmv.data.tasks import load_split
 from gsmv.errors import GsmvError
 
 

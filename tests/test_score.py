@@ -16,7 +16,7 @@ from sample_shards import labelled_rows, write_shards
 
 from gsmv import score
 from gsmv.artifacts import RunPaths, list_shards, read_metrics, read_shards
-from gsmv.data.gsm8k import load_split
+from gsmv.data.tasks import load_split
 from gsmv.errors import GsmvError
 from gsmv.models.verifier import build_verifier, load_verifier, prompt_ids
 

@@ -43,8 +43,25 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_path(path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def os_error_message(e: OSError) -> str:
+    """'path: reason' for a file-system error (the one-line form GsmvError messages use)."""
+    reason = e.strerror or str(e)
+    return f"{e.filename}: {reason}" if e.filename else reason
 
 
 def read_json(path: str | Path) -> Any:
@@ -58,10 +75,14 @@ def read_json(path: str | Path) -> Any:
 
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, str, Any]]:
-    """(0-based line index, "path:line", record) for each non-blank line; bad lines are one-line GsmvErrors."""
+    """(0-based line index, "path:line", record) for each non-blank line; bad lines are one-line GsmvErrors.
+
+    Lines end at b"\\n" only (a "\\r" before it is JSON whitespace): str.splitlines would also split
+    inside strings at U+2028, U+2029 or \\x85, which JSON allows there unescaped.
+    """
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_bytes().decode("utf-8").split("\n")
     except FileNotFoundError:
         raise GsmvError(f"{path}: file not found") from None
     except (OSError, UnicodeDecodeError) as e:

@@ -2,7 +2,8 @@
 
 Every command takes `--config` (a YAML path or a preset name from configs/) and dotted
 overrides such as `sample.n_test=8`. Stage commands go through the pipeline so that
-manifest.json stays the single record of what was done with which config.
+manifest.json stays the single record of what was done with which config; the cheap
+ones (label, evaluate, report) run again even when done.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from gsmv.artifacts import os_error_message
 from gsmv.errors import GsmvError
 
-DEFAULT_PRESET = "cpu"
+DEFAULT_PRESET = "synth"
 
 # command → (pipeline stage names, help)
 COMMANDS: dict[str, tuple[list[str], str]] = {
@@ -38,10 +40,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="gsmv", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    p = sub.add_parser("run", help="the whole pipeline in one run folder (resumes; default preset: cpu)")
+    p = sub.add_parser("run", help=f"the whole pipeline in one run folder (resumes; default preset: {DEFAULT_PRESET})")
     _add_common(p)
     p.add_argument("--from", dest="start", choices=STAGE_NAMES, help="first stage to run")
     p.add_argument("--until", choices=STAGE_NAMES, help="last stage to run")
+    p.add_argument("--redo", action="append", choices=STAGE_NAMES, metavar="STAGE",
+                   help="delete STAGE's outputs and those of every stage downstream of it, then run them again "
+                        "(repeatable)")
+    p = sub.add_parser("make-data", help="write the preset's train.jsonl and test.jsonl (GSM8K format) to a folder")
+    _add_common(p)
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to write train.jsonl and test.jsonl into")
     for name, (_, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_)
         _add_common(p)
@@ -62,6 +70,23 @@ def _print_results(cfg) -> None:
         print(format_table(read_json(paths.results)))
 
 
+def _make_data(cfg, out: str) -> None:
+    """train.jsonl (val included: the loader carves it with data.val_size/val_seed) and test.jsonl, so that
+    `data.source=local data.dir=OUT` reproduces the preset's problems exactly."""
+    from pathlib import Path
+
+    from gsmv.data.tasks import record_data
+
+    folder = Path(out)
+    if folder.exists() and not folder.is_dir():
+        raise GsmvError(f"{folder}: exists and is not a folder")
+    record_data(cfg, folder)
+    info = folder / "info.json"
+    for split in ("train", "test"):
+        print(f"{folder / (split + '.jsonl')}: {sum(1 for _ in open(folder / (split + '.jsonl')))} problems")
+    print(f"{info}: source and content hashes")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -79,8 +104,10 @@ def main(argv: list[str] | None = None) -> int:
 
         cfg = load_config(args.config, args.overrides)
         setup_threads(cfg)
-        if args.command == "run":
-            pipeline.run(cfg, start=args.start, until=args.until)
+        if args.command == "make-data":
+            _make_data(cfg, args.out)
+        elif args.command == "run":
+            pipeline.run(cfg, start=args.start, until=args.until, redo=args.redo)
             _print_results(cfg)
         elif args.command == "sample":
             pipeline.run(cfg, only=[SAMPLE_STAGE[args.split]])
@@ -90,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
                 _print_results(cfg)
     except GsmvError as e:
         print(f"gsmv: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a file-system error (a read-only folder, a full disk ...): one line naming the path
+        print(f"gsmv: error: {os_error_message(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("gsmv: interrupted; rerun the same command to resume", file=sys.stderr)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,14 +16,31 @@ from typing import Any
 from omegaconf import MISSING, OmegaConf  # noqa: F401 - MISSING re-exported for presets
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from gsmv.data.synth import SynthSettings
 from gsmv.errors import GsmvError
 
 
 @dataclass
+class SynthConfig(SynthSettings):
+    """The synthetic GSM-style task (data.source=synth): sizes, seed and the difficulty knobs of SynthSettings."""
+
+    train_size: int = 20000  # problems generated for train; data.val_size of them become the val split
+    test_size: int = 500
+    seed: int = 0
+    # A harder test split to measure generalization: test problems get these many operations (0 = as train).
+    test_min_steps: int = 0
+    test_max_steps: int = 0
+
+
+@dataclass
 class DataConfig:
+    # auto: a local GSM8K folder if one is found (data.dir, $GSMV_DATA_DIR, ../shared/data/gsm8k), else the
+    # Hugging Face hub; local: that folder only; hf: the hub only (`openai/gsm8k` through `datasets`);
+    # synth: the synthetic task generated from data.synth (no download).
+    source: str = "auto"
     # Folder of GSM8K-format jsonl (train.jsonl, test.jsonl). Empty: $GSMV_DATA_DIR, else ../shared/data/gsm8k.
     dir: str = ""
-    source: str = "local"  # local | hf (the `openai/gsm8k` dataset through `datasets`)
+    synth: SynthConfig = field(default_factory=SynthConfig)
     val_size: int = 500  # problems carved from train, seeded; all model selection uses them
     val_seed: int = 1234
     # Use only the first K problems of each split (0 = all); for smoke runs and tests.
@@ -79,6 +95,9 @@ class FinetuneConfig(TrainConfig):
 class SampleConfig:
     backend: str = "hf"  # hf | vllm
     n_train: int = 4  # samples per train problem: the verifier's training data
+    # Train problems sampled for the verifier's data (the first K of train; 0 = all, as the paper). The
+    # generator and the verifier's LM objective still use every train problem.
+    train_problems: int = 0
     n_val: int = 8  # samples per val problem: verifier validation and model selection
     n_test: int = 100  # samples per test problem: best-of-N at test time
     greedy_test: bool = True  # one extra greedy (T=0) sample per test problem for test@1
@@ -100,8 +119,18 @@ class VerifierConfig(TrainConfig):
     level: str = "token"  # token (value after every solution token) | solution (final token only)
     head: str = "token"  # token (paper: gain and bias on a reserved token's logit) | linear
     loss: str = "mse"  # mse (paper) | bce
-    lm_weight: float = 1.0  # weight of the joint LM loss on solution tokens (0 turns it off)
-    init: str = "auto"  # auto | base | generator; auto = generator for presets, base model otherwise
+    lm_weight: float = 1.0  # weight of the joint LM loss (0 turns it off)
+    # What the joint LM loss trains on. reference (paper, Appendix E): the original training solutions, mixed
+    # with the verifier data (lm_ratio LM examples per verifier example; the paper mixes in equal measure,
+    # which upsamples the solutions ~100x). samples: the generator's own samples (the value examples).
+    lm_data: str = "reference"
+    lm_ratio: float = 1.0
+    # What the value is trained to predict. outcome (paper): the final answer's correctness at every token.
+    # process: step-level truth (tasks that have it, e.g. synth): 1 until the first wrong step, 0 from it on.
+    labels: str = "outcome"
+    # generator (paper, Appendix E: "we initialize our verifiers from their corresponding generators") |
+    # base: cfg.model.name (a hub model or folder; for from-scratch presets a fresh random model).
+    init: str = "generator"
     # The reserved token whose logit the "token" head reads; added to the vocabulary when a tokenizer
     # (a hub model's) lacks it, so the head always starts from a row of the LM's own unembedding.
     value_token: str = "<|value|>"
@@ -134,7 +163,7 @@ class ReportConfig:
 
 @dataclass
 class RunConfig:
-    name: str = "cpu"
+    name: str = "run"
     out_dir: str = "runs"  # the run folder is out_dir/name
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
@@ -158,7 +187,7 @@ class RunConfig:
 
 # Enumerated string fields: checked here because OmegaConf types them only as str.
 CHOICES: dict[str, tuple[str, ...]] = {
-    "data.source": ("local", "hf"),
+    "data.source": ("auto", "local", "hf", "synth"),
     "model.dtype": ("auto", "float32", "bfloat16", "float16"),
     "finetune.schedule": ("cosine", "linear", "constant"),
     "verifier.schedule": ("cosine", "linear", "constant"),
@@ -166,11 +195,13 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "verifier.level": ("token", "solution"),
     "verifier.head": ("token", "linear"),
     "verifier.loss": ("mse", "bce"),
-    "verifier.init": ("auto", "base", "generator"),
+    "verifier.init": ("generator", "base"),
+    "verifier.lm_data": ("reference", "samples"),
+    "verifier.labels": ("outcome", "process"),
     "device": ("auto", "cpu", "cuda"),
 }
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # package data: presets ship with the package
 
 
 def _valid_keys(node: Any) -> list[str]:
@@ -203,6 +234,26 @@ def _check(cfg: RunConfig) -> None:
         sect, name = key.split(".")
         if getattr(getattr(cfg, sect), name) <= 0:
             raise GsmvError(f"config key '{key}' must be > 0")
+    sy = cfg.data.synth
+    for key in ("train_size", "test_size", "min_steps", "max_steps", "max_number", "max_factor"):
+        if getattr(sy, key) <= 0:
+            raise GsmvError(f"config key 'data.synth.{key}' must be > 0")
+    if sy.min_steps > sy.max_steps or not 0 <= sy.min_distractors <= sy.max_distractors:
+        raise GsmvError("config keys 'data.synth.min_steps/max_steps' and 'min_distractors/max_distractors' "
+                        "must be ordered min <= max (distractors >= 0)")
+    if sy.max_steps > 12 or sy.max_distractors > 6 or sy.test_max_steps > 12:
+        raise GsmvError("config keys 'data.synth.*_steps' are at most 12 and 'max_distractors' at most 6")
+    if (sy.test_min_steps > 0) != (sy.test_max_steps > 0) or sy.test_min_steps > sy.test_max_steps:
+        raise GsmvError("config keys 'data.synth.test_min_steps/test_max_steps' are both 0 (as train) or "
+                        "both > 0 with min <= max")
+    for key in ("p_combine", "p_pack"):
+        if not 0.0 <= getattr(sy, key) <= 1.0:
+            raise GsmvError(f"config key 'data.synth.{key}' must be in [0, 1]")
+    if cfg.verifier.lm_ratio < 0:
+        raise GsmvError("config key 'verifier.lm_ratio' must be >= 0")
+    if cfg.verifier.labels == "process" and cfg.data.source != "synth":
+        raise GsmvError("config key 'verifier.labels' is 'process': step-level labels need a task with "
+                        "step-level truth (data.source=synth)")
     if cfg.sample.temperature < 0:
         raise GsmvError("config key 'sample.temperature' must be >= 0")
     if not 0.0 < cfg.sample.top_p <= 1.0:
@@ -281,16 +332,3 @@ def config_hash(*parts: Any) -> str:
     """A stable hash of config sections (dataclasses or plain values)."""
     blob = json.dumps([to_dict(p) if hasattr(p, "__dataclass_fields__") else p for p in parts], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def data_dir(cfg: RunConfig) -> Path:
-    """The GSM8K folder: config, then $GSMV_DATA_DIR, then ../shared/data/gsm8k beside the checkout."""
-    if cfg.data.dir:
-        return Path(cfg.data.dir)
-    if os.environ.get("GSMV_DATA_DIR"):
-        return Path(os.environ["GSMV_DATA_DIR"])
-    for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
-        cand = base.parent / "shared" / "data" / "gsm8k"
-        if cand.is_dir():
-            return cand
-    return Path("../shared/data/gsm8k")

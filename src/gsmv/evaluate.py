@@ -387,7 +387,7 @@ def load_run(cfg: RunConfig, sample_columns: Sequence[str] = (), score_columns: 
              greedy_columns: Sequence[str] = (), need_scores: bool = True) -> EvalData:
     """Read and cross-check samples/test, scores/test and samples/test_greedy of cfg's run folder."""
     from gsmv.data.answers import normalize_answer
-    from gsmv.data.gsm8k import load_split
+    from gsmv.data.tasks import load_split
 
     paths = RunPaths(cfg.run_dir)
     problems = load_split(cfg, "test")

@@ -87,7 +87,8 @@ def make_sampler(cfg: RunConfig, model_dir: Path, params: SamplingParams) -> Sam
 
 def main(cfg: RunConfig, split: str) -> dict[str, Any]:
     """Sample every shard of `split` this rank owns and has not written yet; returns a summary."""
-    from gsmv.data.gsm8k import format_prompt, load_split
+    from gsmv.data.gsm8k import format_prompt
+    from gsmv.data.tasks import load_split
     from gsmv.models.tokenizer import encode_prompt
 
     source, n, params = split_settings(cfg, split)
@@ -96,6 +97,8 @@ def main(cfg: RunConfig, split: str) -> dict[str, Any]:
     paths = RunPaths(cfg.run_dir)
     out_dir = paths.samples(split)
     problems = load_split(cfg, source)
+    if split == "train" and cfg.sample.train_problems > 0:
+        problems = problems[:cfg.sample.train_problems]
     if not problems:
         raise GsmvError(f"sample: the {source} split has no problems")
     per = cfg.sample.problems_per_shard

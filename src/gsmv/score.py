@@ -55,7 +55,7 @@ def sequences_for_shard(path, prompts: dict[str, list[int]], split: str,
 
 def main(cfg: RunConfig, split: str = "test") -> dict:
     """Score every sample shard of `split` not scored yet; returns a small summary."""
-    from gsmv.data.gsm8k import load_split
+    from gsmv.data.tasks import load_split
 
     if split not in REFERENCE_SPLIT:
         raise GsmvError(f"score: unknown split '{split}': valid splits are {', '.join(REFERENCE_SPLIT)}")

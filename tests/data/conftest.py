@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gsmv.config import RunConfig, data_dir, load_config
+from gsmv.config import RunConfig, load_config
+from gsmv.data.tasks import data_dir
 
 
 @pytest.fixture(scope="session")

@@ -34,6 +34,26 @@ from gsmv.data.answers import PAPER_MARKER, extract_answer, is_correct, normaliz
         ("#### 5\n#### none", None),  # last marker has no number: do not fall back to an earlier one
         ("#### 1/3", None),  # not a terminating decimal
         ("#### 1/0", None),
+        ("#### $5.50", "5.5"),
+        ("#### 1,234,567", "1234567"),
+        ("#### 7.", "7"),
+        ("#### 72, which is the answer", "72"),
+        ("#### 5%", "5"),
+        ("#### 15/hour", "15"),
+        ("#### 3 / 4", "0.75"),
+        # Not plain numbers: None, never a prefix of them (the first four gave 1, 0, 1 and 100000).
+        ("#### 1e5", None),  # no exponents
+        ("#### 2.5e3", None),
+        ("#### 0x1F", None),  # no other bases
+        ("#### 1 000", None),  # a thousands space, or two numbers
+        ("#### 12 3/4", None),
+        ("#### 1,000,00", None),  # commas that do not group by threes
+        ("#### 1,0000", None),
+        ("#### 0,5", None),
+        ("#### 5th", None),
+        ("#### 1.2.3", None),
+        ("#### 3/4.5", None),
+        ("#### 12_000", None),
     ],
 )
 def test_extract_answer(text, expected):
@@ -84,6 +104,12 @@ def test_extract_answer_paper_marker(text, expected):
         (".", None),
         (None, None),
         ("9" * 1000, None),
+        ("$ 18", "18"),
+        ("1,234,567.50", "1234567.5"),
+        ("1 000", None),  # was "1000"
+        ("1,000,00", None),  # was "100000"
+        ("0,5", None),  # was "5"
+        ("1,0000", None),
     ],
 )
 def test_normalize_answer(s, expected):
@@ -105,6 +131,11 @@ def test_normalize_answer(s, expected):
         # Exact decimals: floats would call these equal.
         ("#### 100000000000000001", "100000000000000000", False),
         ("#### 0.30000000000000004", "0.3", False),
+        ("#### 1e5", "1", False),  # was graded as 1
+        ("#### 1e5", "100000", False),
+        ("#### 0x1F", "0", False),
+        ("#### 1 000", "1", False),
+        ("#### 1,000,00", "100000", False),
     ],
 )
 def test_is_correct(completion, reference, expected):

@@ -9,7 +9,8 @@ import sys
 import pytest
 
 from gsmv.data import gsm8k
-from gsmv.data.gsm8k import Problem, format_prompt, load_jsonl, load_split
+from gsmv.data.gsm8k import Problem, format_prompt, load_jsonl
+from gsmv.data.tasks import load_split
 from gsmv.errors import GsmvError
 
 GOOD = {"question": "Raj has 5 boxes with 3 coins in each. How many coins?", "answer": "5*3 = <<5*3=15>>15\n#### 15"}

@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from gsmv.artifacts import MetricsLog, RunPaths, shard_path, write_parquet
 from gsmv.config import RunConfig
-from gsmv.data.gsm8k import load_split
+from gsmv.data.tasks import load_split
 
 SAMPLE_SCHEMA = pa.schema([
     ("problem_id", pa.string()), ("sample_idx", pa.int32()), ("text", pa.string()),

@@ -16,7 +16,7 @@ from sample_shards import hedged_wrong_answer, labelled_rows, tokens_of, write_s
 from tiny_overrides import TINY_OVERRIDES
 
 from gsmv.artifacts import RunPaths, read_metrics
-from gsmv.data.gsm8k import load_split
+from gsmv.data.tasks import load_split
 from gsmv.errors import GsmvError
 from gsmv.models.verifier import build_verifier, load_verifier, prompt_ids
 from gsmv.train import verifier as tv
@@ -33,7 +33,42 @@ def test_token_level_example_masks():
     assert ex["input_ids"] == PROMPT + SOLUTION
     assert ex["value_mask"] == [0, 0, 0, 0, 1, 1, 1]
     assert ex["labels"] == [-100, -100, -100, -100, 21, 22, 23]
-    assert ex["target"] == 1.0
+    assert ex["target"] == [1.0] * 7
+
+
+def test_value_example_without_lm_targets():
+    ex, _ = tv.make_example(PROMPT, SOLUTION, 1.0, max_len=100, level="token", lm=False)
+    assert ex["labels"] == [-100] * 7 and ex["value_mask"] == [0, 0, 0, 0, 1, 1, 1]
+
+
+def test_process_targets_drop_to_zero_at_the_first_wrong_step():
+    # The wrong step ends with solution token 1: the value target is 1 before it and 0 from it on,
+    # whatever the outcome label says (a right answer reached by a wrong step is a false positive).
+    ex, _ = tv.make_example(PROMPT, SOLUTION, 1.0, max_len=100, level="token", wrong_from=1)
+    assert ex["target"] == [1.0] * 5 + [0.0] * 2
+    ex, _ = tv.make_example(PROMPT, SOLUTION, 1.0, max_len=5, level="token", wrong_from=1)  # cut from the left
+    assert ex["input_ids"] == [13, 14, 21, 22, 23] and ex["target"] == [1.0, 1.0, 1.0, 0.0, 0.0]
+
+
+def test_lm_example_carries_no_value():
+    ex = tv.make_lm_example(PROMPT, SOLUTION, max_len=100)
+    assert ex["labels"] == [-100] * 4 + SOLUTION and ex["value_mask"] == [0] * 7
+    b = tv.collate_fn(pad_id=0)([ex])
+    z = torch.randn(1, 7, requires_grad=True)
+    loss, stats = tv.verifier_loss(z, None, b, loss="mse", lm_weight=0.0)
+    assert loss.item() == 0.0 and stats["tokens"] == 0  # no NaN from an empty mean
+
+
+def test_wrong_step_token_finds_the_token_that_ends_the_step(tiny_tokenizer):
+    text = "Ann has 3+4 = <<3+4=7>>7 pens.\nBo has 7*2 = <<7*2=15>>15 pens.\n#### 15"
+    toks = tiny_tokenizer(text, add_special_tokens=False)["input_ids"]
+    from gsmv.data.tasks import first_wrong_step
+    from gsmv.sampling.base import decode
+
+    end = first_wrong_step(text, frozenset({"7", "14"}))
+    assert text[:end].endswith("=15>>")
+    k = tv.wrong_step_token(tiny_tokenizer, toks, end)
+    assert len(decode(tiny_tokenizer, toks[:k + 1])) >= end > len(decode(tiny_tokenizer, toks[:k]))
 
 
 def test_solution_level_example_masks():
@@ -67,7 +102,7 @@ def test_collate_pads_masks_and_targets():
     assert b["value_mask"].tolist() == [[0, 0, 0, 0, 1, 1, 1], [0, 0, 1, 1, 0, 0, 0]]
     assert b["attention_mask"].tolist() == [[1] * 7, [1, 1, 1, 1, 0, 0, 0]]
     assert b["labels"][1].tolist() == [-100, -100, 21, 22, -100, -100, -100]
-    assert b["target"].tolist() == [1.0, 0.0]
+    assert b["target"].tolist() == [[1.0] * 7, [0.0] * 7]
 
 
 def test_lm_logits_mask_marks_positions_before_solution_tokens():
@@ -220,15 +255,16 @@ def test_resume_after_a_crash_gives_the_same_verifier(tiny_cfg, tiny_llama_dir, 
 
 
 def test_init_resolution_and_missing_generator(tiny_cfg, tiny_gpt2_dir):
-    assert tv.init_source(tiny_cfg) == "generator"  # a preset: start from the fine-tuned generator
+    # The paper starts every verifier from its fine-tuned generator, hub models included.
+    assert tiny_cfg.verifier.init == "generator"
     with pytest.raises(GsmvError, match="no fine-tuned generator"):
         tv.build_initial_verifier(tiny_cfg)
     tiny_cfg.model.name = str(tiny_gpt2_dir)
-    assert tv.init_source(tiny_cfg) == "base"  # a real model: start from the base model (the paper)
+    with pytest.raises(GsmvError, match="no fine-tuned generator"):
+        tv.build_initial_verifier(tiny_cfg)
+    tiny_cfg.verifier.init = "base"  # the option: the base model
     ver, tok, desc = tv.build_initial_verifier(tiny_cfg)
     assert desc == str(tiny_gpt2_dir) and tok.convert_ids_to_tokens(ver.value_token_id) == "<|value|>"
-    tiny_cfg.verifier.init = "generator"
-    assert tv.init_source(tiny_cfg) == "generator"
 
 
 def test_no_train_samples_is_an_error(tiny_cfg):

@@ -16,13 +16,19 @@ ANSWER_MARKER = "####"
 # The final-answer marker of the paper's example_model_solutions.jsonl.
 PAPER_MARKER = "A:"
 
-# A number as people write it: optional sign, digits with thousands commas, optional decimals
-# (`1,000`, `3.50`, `.5`, `18.`). A `/` and digits right after it make it a fraction (`3/4`).
-_NUMBER = r"[-+]?(?:\d[\d,]*(?:\.\d*)?|\.\d+)"
-_AFTER_MARKER = re.compile(rf"[ \t]*\$?[ \t]*(?P<num>{_NUMBER})(?:[ \t]*/[ \t]*(?P<den>\d+)(?![\d.]))?")
-# What normalize_answer accepts once `$`, commas, spaces and a trailing period are gone. No
+# A number as people write it: optional sign, digits with commas between them, optional decimals
+# (`1,000`, `3.50`, `.5`, `18.`); normalize_answer then checks the commas. A `/` and digits right
+# after it make it a fraction (`3/4`). What follows may not continue it (see extract_answer):
+# a letter, digit or `_` (`1e5`, `0x1F`), one after a `.` or `,` (`1.2.3`), a `/` and digits
+# (`3/4.5`), or digits after spaces (`1 000`).
+_NUMBER = r"[-+]?(?:\d+(?:,\d+)*(?:\.\d*)?|\.\d+)"
+_AFTER_MARKER = re.compile(
+    rf"[ \t]*\$?[ \t]*(?P<num>{_NUMBER})(?:[ \t]*/[ \t]*(?P<den>\d+))?(?![.,]?\w|/[ \t]*\d|[ \t]+\d)"
+)
+# What normalize_answer accepts once `$`, surrounding spaces and a trailing period are gone:
+# thousands commas only between groups of three digits (`1,000`, not `1,000,00` or `0,5`). No
 # exponents: `1e999999` would make Decimal→int build a million-digit integer.
-_PLAIN = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)")
+_PLAIN = re.compile(r"[-+]?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?|\.\d+)")
 # Longest answer we accept: far above any GSM8K answer (at most 9 digits) and keeps Decimal cheap.
 MAX_ANSWER_CHARS = 64
 
@@ -40,17 +46,18 @@ def _marker_re(marker: str) -> re.Pattern[str]:
 def normalize_answer(s: str | None) -> str | None:
     """Canonical numeric string: "3.50"→"3.5", "1,000"→"1000", "-0"→"0", "5.0"→"5", "$18."→"18".
 
-    None when `s` is not a plain decimal number (words, exponents, fractions, empty).
+    None when `s` is not a plain decimal number (words, exponents, fractions, empty, spaces or
+    commas inside that are not thousands separators: "1 000", "1,000,00", "0,5").
     """
     if s is None:
         return None
-    t = s.strip().replace(",", "").replace("$", "").replace(" ", "")
+    t = s.replace("$", "").strip()
     if t.endswith(".") and t.count(".") > 1:  # "3.5." : a sentence-ending period after a decimal
         t = t[:-1]
     if len(t) > MAX_ANSWER_CHARS or not _PLAIN.fullmatch(t):
         return None
     try:
-        d = Decimal(t)
+        d = Decimal(t.replace(",", ""))
     except InvalidOperation:
         return None
     return format_decimal(d)
@@ -81,9 +88,17 @@ def _fraction_to_answer(num: str, den: str) -> str | None:
 def extract_answer(text: str, marker: str = ANSWER_MARKER) -> str | None:
     """The number right after the LAST `marker` (`####`, or `A:` for the paper's model solutions).
 
-    `$`, thousands commas, spaces and a trailing period are dropped; signs and decimals are
+    `$` and spaces around it, thousands commas and a trailing period are dropped; signs and decimals are
     kept; the result is normalized (see normalize_answer). None when the marker is missing or
-    not followed by a number. A written fraction counts when it is a terminating decimal.
+    not followed by a number. A written fraction counts when it is a terminating decimal
+    (`3/4` → 0.75, `1/3` → None).
+
+    Text after the number is ignored (`12 dollars`, `5%`, `18.`), except what would make it
+    another number; then the answer is None, never a prefix of it:
+    - glued letters or digits: `1e5`, `0x1F`, `5th`, `1.2.3`, `3/4.5` → None (no exponents,
+      other bases or ordinals);
+    - digits after a space: `1 000`, `12 3/4` → None (a thousands space or two numbers);
+    - commas that do not group by threes: `1,000,00`, `1,0000`, `0,5` → None.
     """
     last = None
     for m in _marker_re(marker).finditer(text):

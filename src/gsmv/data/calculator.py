@@ -4,13 +4,31 @@ During sampling, when the text ends inside `<<expr=`, the sampler computes
 `expr` here and forces `result>>`. Expressions come from a model, so they are
 parsed with Python's `ast` and only numbers, + - * / // **, unary signs and
 parentheses are walked (never eval). Arithmetic is exact (Fraction); bounds on
-length, magnitude and exponents keep every call to microseconds, and anything
-outside them gives None (the model then writes the result itself).
+length, magnitude, precision and exponents keep every call to microseconds, and
+anything outside them gives None (the model then writes the result itself).
 
 What GSM8K's 27,998 train+test annotations contain (checked by the tests):
 + - * / ( ), decimals with and without a leading zero (`.5`), unary minus and
 plus (`-14+-8`, `3*+6`), two `//`, no `**`, `%` or thousands commas; integers
-up to ~3e9; results written exactly (all terminate within 3 decimal places).
+up to ~3e9; denominators up to 2000 along the way.
+
+How results are written (format_result): integers exactly, other values as Python
+writes the nearest float (repr), in plain notation and without `.0`. Terminating
+decimals of up to 15 significant digits are thus exact (1/16 → 0.0625, 3/40 →
+0.075); non-terminating values (1/3, 2/7, 2**0.5) come out rounded to the nearest
+float (0.3333333333333333, 0.2857142857142857), as the paper's calculator (Python
+eval) writes them. Measured on the data: every GSM8K train+test annotation writes
+the exact value of its expression (27,997 of 27,998; test-00319 writes `3/4`
+itself), 502 of them non-integral with at most 3 decimals, and none has a
+non-terminating value (0 of 27,998; test_socratic: 0 of 4,282), so the references
+cannot choose a rule for those: every rule matches 0 and misses 0. The paper's
+released samples (example_model_solutions.jsonl, 16,692 annotations) hold 162
+non-terminating ones: this rule writes 145 of them as the paper does (140 exactly, 5
+but for the paper's `.0` in 1875.0: integral values have no `.0` here, as in the
+references) and misses 17 (11 only because the paper's calculator rounded every
+step to a float, 1/3*5 → 1.6666666666666665; 6 written otherwise: 10*(2/3)=8,
+1/3=0.3333333333333333333333); rounding or truncating to a fixed number of
+decimals (1 to 6) matches at most 5 of the 162.
 """
 
 from __future__ import annotations
@@ -19,14 +37,19 @@ import ast
 import math
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 from fractions import Fraction
+
+from gsmv.data.answers import format_decimal
 
 MAX_EXPR_CHARS = 200  # GSM8K's longest annotation expression has 36
 MAX_MAGNITUDE = 10**15  # every operand and intermediate; GSM8K's largest value is ~3e9
+# Every operand and intermediate's denominator. GSM8K's largest is 2000; float results copied
+# back into an expression (2.3333333333333335*84, 0.013513513513513514/6) and their products
+# stay far within. It keeps nested powers ((1-.5**49)**64)**64 from building huge numbers, and
+# nonzero values above 1e-30 in size, so a result takes at most ~50 characters.
+MAX_DENOMINATOR = 10**30
 MAX_EXPONENT = 64  # integer powers; a non-integer power goes through a float
-# Non-integral results are rounded (half away from zero) to this many decimal places: the most
-# any GSM8K annotation writes (.125, .004), so every dataset result is reproduced exactly.
-RESULT_DECIMALS = 3
 
 ANNOTATION_RE = re.compile(r"<<(?P<expr>[^<>=]*)=(?P<result>[^<>]*)>>")
 _ANY_ANNOTATION_RE = re.compile(r"<<[^<>]*>>")  # also `<<...>>` without `=`, for stripping
@@ -50,7 +73,7 @@ class _Reject(Exception):
 
 
 def _check(v: Fraction) -> Fraction:
-    if abs(v) > MAX_MAGNITUDE:
+    if abs(v) > MAX_MAGNITUDE or v.denominator > MAX_DENOMINATOR:
         raise _Reject
     return v
 
@@ -107,23 +130,18 @@ def _walk(node: ast.AST, src: str) -> Fraction:
 
 
 def format_result(v: Fraction) -> str:
-    """Integers without `.0`; others rounded to RESULT_DECIMALS places, trailing zeros trimmed."""
-    scale = 10**RESULT_DECIMALS
-    n = (abs(v) * scale * 2 + 1) // 2  # round half away from zero, exactly
-    if n == 0:
-        return "0"
-    sign = "-" if v < 0 else ""
-    whole, frac = divmod(int(n), scale)
-    digits = str(frac).rjust(RESULT_DECIMALS, "0").rstrip("0")
-    return f"{sign}{whole}.{digits}" if digits else f"{sign}{whole}"
+    """`v` as a result: integers exactly ("24", "-7"), others as Python writes the nearest float,
+    in plain notation: "0.0625", "0.3333333333333333", "0.000033333333333333335".
 
-
-def evaluate(expr: str) -> str | None:
-    """The value of an annotation expression as the dataset writes it ("72", "0.2", "-7"), or None.
-
-    None for anything that is not plain arithmetic, too long, too large, or undefined
-    (1/0); never raises and never runs code.
+    Every terminating decimal of up to 15 significant digits is thus written exactly.
     """
+    if v.denominator == 1:
+        return str(v.numerator)
+    return format_decimal(Decimal(repr(float(v))))
+
+
+def value(expr: str) -> Fraction | None:
+    """The exact value of an annotation expression, or None (see evaluate)."""
     if not isinstance(expr, str) or len(expr) > MAX_EXPR_CHARS:
         return None
     src = expr.strip()
@@ -134,10 +152,20 @@ def evaluate(expr: str) -> str | None:
         return None
     src = _LEADING_ZEROS.sub("", src)
     try:
-        tree = ast.parse(src, mode="eval")
-        return format_result(_walk(tree, src))
+        return _walk(ast.parse(src, mode="eval"), src)
     except (_Reject, SyntaxError, ValueError, ZeroDivisionError, OverflowError, RecursionError, MemoryError):
         return None
+
+
+def evaluate(expr: str) -> str | None:
+    """The value of an annotation expression as the dataset writes it ("72", "0.2", "-7"), or None.
+
+    Results are formatted by format_result (1/16 → "0.0625", 1/3 → "0.3333333333333333").
+    None for anything that is not plain arithmetic, too long, too large, or undefined
+    (1/0); never raises and never runs code.
+    """
+    v = value(expr)
+    return None if v is None else format_result(v)
 
 
 def find_annotations(text: str) -> list[Annotation]:

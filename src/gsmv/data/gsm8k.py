@@ -1,20 +1,18 @@
-"""GSM8K problems: load a folder of GSM8K-format jsonl or the HF dataset; train/val/test splits.
+"""GSM8K's record format: Problem, the prompt, and loading a jsonl file or the HF dataset.
 
-A record is `{"question": ..., "answer": "...<<48/2=24>>24 ...\\n#### 72"}`. The val
-split is a fixed seeded sample of train (cfg.data.val_size, cfg.data.val_seed) and
-keeps its `train-NNNNN` ids, so every problem is traceable to its source line.
+A record is `{"question": ..., "answer": "...<<48/2=24>>24 ...\\n#### 72"}`. Splits (val carved
+from train, limits) and the choice of source live in gsmv.data.tasks; ids are `{split}-{line:05d}`,
+so every problem is traceable to its source line.
 """
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gsmv.artifacts import iter_jsonl
-from gsmv.config import RunConfig, data_dir
 from gsmv.data.answers import extract_answer
 from gsmv.errors import GsmvError
 
@@ -81,39 +79,3 @@ def load_hf(split: str) -> list[Problem]:
         raise GsmvError(f"{HF_DATASET[0]}: no split '{split}' (has {', '.join(ds.keys())})")
     rows: Iterable[Any] = ds[split]
     return [_problem(rec, split, i, f"{HF_DATASET[0]}:{split}:{i + 1}") for i, rec in enumerate(rows)]
-
-
-def _load_source(cfg: RunConfig, split: str) -> list[Problem]:
-    if cfg.data.source == "hf":
-        return load_hf(split)
-    return load_jsonl(data_dir(cfg) / f"{split}.jsonl", split)
-
-
-def split_val(train: list[Problem], val_size: int, seed: int) -> tuple[list[Problem], list[Problem]]:
-    """(train minus val, val): val is a seeded sample of val_size problems; both keep file order."""
-    if val_size == 0:
-        return list(train), []
-    if not 0 < val_size < len(train):
-        raise GsmvError(
-            f"config key 'data.val_size' is {val_size}: it must be >= 0 and leave train problems "
-            f"(train has {len(train)})"
-        )
-    chosen = set(random.Random(seed).sample(range(len(train)), val_size))
-    rest = [p for i, p in enumerate(train) if i not in chosen]
-    val = [p for i, p in enumerate(train) if i in chosen]
-    return rest, val
-
-
-def load_split(cfg: RunConfig, split: str) -> list[Problem]:
-    """The problems of `split` ∈ train/val/test, cut to the first cfg.data.<split>_limit (0 = all)."""
-    if split not in SPLITS:
-        raise GsmvError(f"unknown split '{split}': valid splits are {', '.join(SPLITS)}")
-    if split == "test":
-        problems = _load_source(cfg, "test")
-    else:
-        rest, val = split_val(_load_source(cfg, "train"), cfg.data.val_size, cfg.data.val_seed)
-        problems = rest if split == "train" else val
-    limit = getattr(cfg.data, f"{split}_limit")
-    if limit < 0:
-        raise GsmvError(f"config key 'data.{split}_limit' is {limit}: it must be >= 0 (0 = all)")
-    return problems[:limit] if limit > 0 else problems

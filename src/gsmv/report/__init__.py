@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from gsmv.artifacts import RunPaths, atomic_write_text, read_json, read_metrics
-from gsmv.config import RunConfig, data_dir
+from gsmv.config import RunConfig
+from gsmv.data.tasks import data_dir
 from gsmv.errors import GsmvError
 
 log = logging.getLogger(__name__)

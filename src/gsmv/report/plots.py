@@ -7,12 +7,15 @@ Every function takes results.json-style dicts and returns the path it wrote.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from gsmv.artifacts import atomic_write_bytes
 
 COLORS = {"best_of_n": "tab:green", "majority_vote": "tab:blue", "pass_at_k": "tab:gray", "top_k_voting": "tab:purple",
           "test@1": "tab:red"}
@@ -29,9 +32,10 @@ def _save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, format="png")
-    tmp.replace(path)  # atomic: a reader never sees half a PNG
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    # Atomic under a unique temp name: a reader never sees half a PNG, and two writers never share a temp file.
+    atomic_write_bytes(path, buf.getvalue())
     return path
 
 

@@ -16,7 +16,8 @@ from transformers import AutoTokenizer
 
 from gsmv.artifacts import MetricsLog, RunPaths, atomic_dir, atomic_write_json, read_json
 from gsmv.config import RunConfig
-from gsmv.data.gsm8k import Problem, format_prompt, load_split
+from gsmv.data.gsm8k import Problem, format_prompt
+from gsmv.data.tasks import load_split
 from gsmv.errors import GsmvError
 from gsmv.models.loading import apply_residual_dropout, build_from_preset, is_preset, load_model_and_tokenizer
 from gsmv.models.tokenizer import check_tokenizer, encode_prompt, encode_solution, train_tokenizer

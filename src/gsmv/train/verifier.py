@@ -1,8 +1,13 @@
 """Stage `train-verifier`: train the verifier on labelled generator samples.
 
-Data: one example per train sample, format_prompt(question) followed by the sample's own
+Data: one value example per train sample, format_prompt(question) followed by the sample's own
 token ids (samples/train shards) and EOS when the sample finished (solution_ids), with its
-0/1 label (is_correct; unlabelled rows are skipped).
+0/1 label (is_correct; unlabelled rows are skipped). cfg.verifier.labels=process replaces the
+outcome label by step-level truth where the task has it: 1 up to the first wrong step, 0 from there.
+With cfg.verifier.lm_data=reference (the paper) LM examples are added: the original training
+solutions (question + reference solution + EOS), cycled to lm_ratio per value example; they carry
+only the LM loss and the value examples only the value loss. lm_data=samples puts the LM loss on
+the samples themselves.
 Sequences longer than cfg.verifier.max_len lose tokens from the left: the end of the
 solution, where the value matters most, is always kept.
 
@@ -11,12 +16,11 @@ Loss (per micro-batch, a mean over the positions that carry it):
   value's logit (cfg.verifier.loss=bce). cfg.verifier.level=token puts it at every solution
   token (a value function over prefixes); level=solution at the final token only. Question
   and padding positions never carry it.
-- LM: next-token cross entropy on the solution tokens, weighted by cfg.verifier.lm_weight;
-  at 0 the LM logits are not even computed, so no gradient comes from the LM objective.
+- LM: next-token cross entropy on the solution tokens of the examples that carry it, weighted by
+  cfg.verifier.lm_weight; at 0 the LM logits are not even computed.
 
-Init (cfg.verifier.init): "generator" = run_dir/generator/final, "base" = cfg.model.name
-(a hub model / folder, or for presets a fresh random model: a from-scratch ablation),
-"auto" = generator for presets (they have no other pretraining), base for real models (the paper).
+Init (cfg.verifier.init): "generator" = run_dir/generator/final (the paper, for every model),
+"base" = cfg.model.name (a hub model / folder, or for presets a fresh random model).
 The token head's gain and bias are first fitted to the data (Verifier.calibrate_head).
 
 Validation on samples of the val problems (samples/val): AUC, accuracy at 0.5, ECE, Brier
@@ -64,39 +68,68 @@ CALIBRATION_EXAMPLES = 128  # enough for a mean and a spread; cheap on a big mod
 
 
 def make_example(prompt: Sequence[int], solution: Sequence[int], label: float, *, max_len: int,
-                 level: str) -> tuple[dict, bool]:
-    """One training example and whether it was truncated.
+                 level: str, lm: bool = True, wrong_from: int | None = None) -> tuple[dict, bool]:
+    """One value example and whether it was truncated.
 
-    input_ids = prompt + solution, cut from the left to max_len; labels = solution ids (LM targets),
-    -100 elsewhere; value_mask = 1 where the value loss applies (every solution token, or the last
-    token for level=solution; the last token also when the solution is empty)."""
+    input_ids = prompt + solution, cut from the left to max_len; labels = solution ids (LM targets) when
+    `lm`, else -100 everywhere; value_mask = 1 where the value loss applies (every solution token, or the
+    last token for level=solution; the last token also when the solution is empty); target = the value's
+    target at every position: `label`, or for process labels (wrong_from = the solution token index where
+    the first wrong step ends) 1 before that token and 0 from it on."""
     ids = list(prompt) + list(solution)
     start = len(prompt)
+    target = [float(label)] * len(ids)
+    if wrong_from is not None:
+        target = [1.0] * (start + wrong_from) + [0.0] * (len(ids) - start - wrong_from)
     cut = max(0, len(ids) - max_len)
-    ids, start = ids[cut:], max(0, start - cut)
-    labels = [-100] * start + ids[start:]
+    ids, target, start = ids[cut:], target[cut:], max(0, start - cut)
+    labels = [-100] * start + ids[start:] if lm else [-100] * len(ids)
     value_mask = [0] * len(ids)
     if level == "token" and start < len(ids):
         value_mask[start:] = [1] * (len(ids) - start)
     else:
         value_mask[-1] = 1
-    return {"input_ids": ids, "labels": labels, "value_mask": value_mask, "target": float(label)}, cut > 0
+    return {"input_ids": ids, "labels": labels, "value_mask": value_mask, "target": target}, cut > 0
 
 
-def read_samples(folder: Path, prompts: dict[str, list[int]], split: str, eos_id: int | None) -> list[dict]:
-    """Labelled rows {problem_id, prompt, tokens, label} of a sample folder (unlabelled rows skipped);
-    tokens are what the verifier reads after the prompt (gsmv.models.verifier.solution_ids)."""
+def make_lm_example(prompt: Sequence[int], solution: Sequence[int], *, max_len: int) -> dict:
+    """An LM-only example (a reference solution): LM targets on the solution, no value position."""
+    ids = (list(prompt) + list(solution))[:max_len]
+    labels = ([-100] * len(prompt) + list(solution))[:max_len]
+    return {"input_ids": ids, "labels": labels, "value_mask": [0] * len(ids), "target": [0.0] * len(ids)}
+
+
+def wrong_step_token(tokenizer: Any, tokens: Sequence[int], char_end: int) -> int:
+    """The index of the first token whose decoded prefix reaches char offset `char_end` (binary search)."""
+    from gsmv.sampling.base import decode
+
+    lo, hi = 1, len(tokens)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if len(decode(tokenizer, tokens[:mid])) >= char_end:
+            hi = mid
+        else:
+            lo = mid + 1
+    return max(0, lo - 1)
+
+
+def read_samples(folder: Path, prompts: dict[str, list[int]], split: str, eos_id: int | None,
+                 steps: Callable[[str, str], int | None] | None = None) -> list[dict]:
+    """Labelled rows {problem_id, prompt, tokens, label, wrong_char} of a sample folder (unlabelled rows
+    skipped); tokens are what the verifier reads after the prompt (gsmv.models.verifier.solution_ids);
+    wrong_char = steps(problem_id, text): where the first wrong step ends (None: none, or not checked)."""
     rows = []
+    names = ("problem_id", "tokens", "is_correct", "finished", "text")
     for path in list_shards(folder):
-        t = read_columns(path, ("problem_id", "tokens", "is_correct", "finished"))
-        cols = (t.column(c).to_pylist() for c in ("problem_id", "tokens", "is_correct", "finished"))
-        for i, (pid, toks, ok, finished) in enumerate(zip(*cols, strict=True)):
+        t = read_columns(path, names)
+        cols = (t.column(c).to_pylist() for c in names)
+        for i, (pid, toks, ok, finished, text) in enumerate(zip(*cols, strict=True)):
             if ok is None:
                 continue
             if pid not in prompts:
                 raise GsmvError(f"{path}: row {i}: problem_id {pid!r} is not in the '{split}' split")
             rows.append({"problem_id": pid, "prompt": prompts[pid], "tokens": solution_ids(toks, finished, eos_id),
-                         "label": bool(ok)})
+                         "label": bool(ok), "wrong_char": steps(pid, text or "") if steps else None})
     return rows
 
 
@@ -105,7 +138,11 @@ def collate_fn(pad_id: int):
 
     def collate(examples: list[dict]) -> Batch:
         batch = pad(examples)
-        batch["target"] = torch.tensor([ex["target"] for ex in examples], dtype=torch.float32)
+        width = batch["input_ids"].shape[1]
+        target = torch.zeros(len(examples), width, dtype=torch.float32)
+        for i, ex in enumerate(examples):  # padding side as pad_collate_fn's (right)
+            target[i, :len(ex["target"])] = torch.tensor(ex["target"], dtype=torch.float32)
+        batch["target"] = target
         return batch
 
     return collate
@@ -126,9 +163,11 @@ def verifier_loss(value_logits: torch.Tensor, lm_logits: torch.Tensor | None, ba
     """(value loss + lm_weight · LM loss, stats). lm_logits are the (N, V) logits at lm_logits_mask
     positions, or None when lm_weight is 0 (then the LM objective contributes nothing)."""
     mask = batch["value_mask"].bool()
-    target = batch["target"].to(value_logits.dtype)[:, None].expand_as(value_logits)[mask]
+    target = batch["target"].to(value_logits.dtype)[mask]
     z = value_logits[mask]
-    if loss == "mse":
+    if not mask.any():  # a batch of LM-only examples: no value loss (and no NaN from an empty mean)
+        value_loss = value_logits.sum() * 0.0
+    elif loss == "mse":
         value_loss = (torch.sigmoid(z) - target).pow(2).mean()
     elif loss == "bce":
         value_loss = F.binary_cross_entropy_with_logits(z, target)
@@ -249,24 +288,13 @@ def make_eval_fn(accelerator: Accelerator, rows: list[dict], *, batch_size: int,
 # ---------------------------------------------------------------- init
 
 
-def init_source(cfg: RunConfig) -> str:
-    """'generator' or 'base': where the verifier's weights start (cfg.verifier.init resolved)."""
-    from gsmv.models.loading import is_preset
-
-    init = cfg.verifier.init
-    if init == "auto":
-        return "generator" if is_preset(cfg.model.name) else "base"
-    return init
-
-
 def build_initial_verifier(cfg: RunConfig) -> tuple[Verifier, Any, str]:
     """(verifier in fp32 on CPU, tokenizer, a description of the init) per cfg.verifier.init."""
     from gsmv.models.loading import apply_residual_dropout, build_from_preset, is_preset
 
     vcfg = cfg.verifier
     paths = RunPaths(cfg.run_dir)
-    source = init_source(cfg)
-    if source == "generator":
+    if vcfg.init == "generator":
         if not (paths.generator_final / "config.json").is_file():
             raise GsmvError(f"{paths.generator_final}: no fine-tuned generator to start the verifier from "
                             "(run finetune first, or set verifier.init=base)")
@@ -313,7 +341,7 @@ def calibrate(ver: Verifier, examples: list[dict], collate, batch_size: int) -> 
         b = {k: v.to(device) for k, v in collate(sample[i:i + batch_size]).items()}
         z = ver.reserved_logits(ver.hidden_states(b["input_ids"], b["attention_mask"]))
         zs.append(z[b["value_mask"].bool()])
-    rate = float(np.mean([ex["target"] for ex in examples]))
+    rate = float(np.mean([t for ex in examples for t, m in zip(ex["target"], ex["value_mask"], strict=True) if m]))
     ver.calibrate_head(torch.cat(zs), rate)
     ver.train(was)
 
@@ -331,7 +359,7 @@ def verifier_saver(tokenizer: Any):
 def main(cfg: RunConfig, *, on_step: Callable[[int], None] | None = None) -> dict[str, float]:
     """Train the verifier → run_dir/verifier/final; returns the final validation metrics.
     on_step(step) runs after every optimizer step (tests use it to simulate a crash)."""
-    from gsmv.data.gsm8k import load_split
+    from gsmv.data.tasks import load_split
 
     vcfg = cfg.verifier
     setup_threads(cfg)
@@ -346,31 +374,54 @@ def main(cfg: RunConfig, *, on_step: Callable[[int], None] | None = None) -> dic
     limit = max_positions(ver.lm)
     max_len = min(vcfg.max_len, limit) if limit else vcfg.max_len
 
-    def prompts_of(split: str) -> dict[str, list[int]]:
-        return {p.id: prompt_ids(tok, p.question) for p in load_split(cfg, split)}
+    problems = {split: load_split(cfg, split) for split in ("train", "val")}
 
-    train_rows = read_samples(paths.samples("train"), prompts_of("train"), "train", tok.eos_token_id)
+    def prompts_of(split: str) -> dict[str, list[int]]:
+        return {p.id: prompt_ids(tok, p.question) for p in problems[split]}
+
+    steps = None
+    if vcfg.labels == "process":
+        from gsmv.data.tasks import first_wrong_step, reference_values
+
+        values = {p.id: reference_values(p) for p in problems["train"]}
+        steps = lambda pid, text: first_wrong_step(text, values[pid])  # noqa: E731
+    train_rows = read_samples(paths.samples("train"), prompts_of("train"), "train", tok.eos_token_id, steps)
     if not train_rows:
         raise GsmvError(f"{paths.samples('train')}: no labelled samples (run label first)")
     val_rows = (read_samples(paths.samples("val"), prompts_of("val"), "val", tok.eos_token_id)
                 if list_shards(paths.samples("val")) else [])
 
-    train_ex, n_cut = [], 0
+    lm_on_samples = vcfg.lm_weight > 0 and vcfg.lm_data == "samples"
+    train_ex, n_cut, n_wrong_steps = [], 0, 0
     for r in train_rows:
-        ex, cut = make_example(r["prompt"], r["tokens"], r["label"], max_len=max_len, level=vcfg.level)
+        wrong_from = None
+        if r["wrong_char"] is not None:
+            wrong_from = wrong_step_token(tok, r["tokens"], r["wrong_char"])
+            n_wrong_steps += 1
+        ex, cut = make_example(r["prompt"], r["tokens"], r["label"], max_len=max_len, level=vcfg.level,
+                               lm=lm_on_samples, wrong_from=wrong_from)
         train_ex.append(ex)
         n_cut += cut
-    val_ex = [make_example(r["prompt"], r["tokens"], r["label"], max_len=max_len, level=vcfg.level)[0]
-              for r in val_rows]
+    n_value = len(train_ex)
+    if vcfg.lm_weight > 0 and vcfg.lm_data == "reference":
+        # The paper's equal mix: the original solutions, cycled (upsampled) to lm_ratio per value example.
+        from gsmv.models.tokenizer import encode_solution
+
+        refs = [(prompts_of("train")[p.id], encode_solution(tok, p.solution)) for p in problems["train"]]
+        train_ex += [make_lm_example(*refs[i % len(refs)], max_len=max_len)
+                     for i in range(round(vcfg.lm_ratio * n_value))]
+    val_ex = [make_example(r["prompt"], r["tokens"], r["label"], max_len=max_len, level=vcfg.level,
+                           lm=lm_on_samples)[0] for r in val_rows]
     collate = collate_fn(pad_id)
     ver.to(accelerator.device)  # where prepare() would put it anyway; calibration runs there
-    calibrate(ver, train_ex, collate, vcfg.batch_size)
+    calibrate(ver, train_ex[:n_value], collate, vcfg.batch_size)
 
     metrics = MetricsLog(paths.metrics, STAGE, enabled=accelerator.is_main_process)
     positives = sum(r["label"] for r in train_rows)
-    metrics.log(event="data", init=init_desc, train_examples=len(train_ex), train_positive_rate=positives / len(train_ex),
-                truncated=n_cut, val_examples=len(val_ex), head=vcfg.head, level=vcfg.level, loss=vcfg.loss,
-                lm_weight=vcfg.lm_weight)
+    metrics.log(event="data", init=init_desc, train_examples=n_value, lm_examples=len(train_ex) - n_value,
+                train_positive_rate=positives / n_value, truncated=n_cut, val_examples=len(val_ex), head=vcfg.head,
+                level=vcfg.level, loss=vcfg.loss, lm_weight=vcfg.lm_weight, lm_data=vcfg.lm_data,
+                labels=vcfg.labels, samples_with_wrong_steps=n_wrong_steps)
     data_key = {"data": {k: getattr(cfg.data, k) for k in ("source", "val_size", "val_seed", "train_limit")},
                 "init": init_desc, "examples": len(train_ex), "positives": positives}
     eval_fn = make_eval_fn(accelerator, val_rows, batch_size=vcfg.batch_size, pad_id=pad_id,
