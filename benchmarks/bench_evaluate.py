@@ -1,7 +1,7 @@
 """Evaluation speed at the paper's scale: 1319 test problems x 100 samples, 1000 bootstrap resamples.
 
     python benchmarks/bench_evaluate.py
-    python benchmarks/bench_evaluate.py --problems 1319 --samples 100 --bootstrap 1000 --subsets 32 --repeat 3
+    python benchmarks/bench_evaluate.py --problems 1319 --samples 100 --bootstrap 1000 --repeat 3
 
 Times gsmv.evaluate.compute (every metric and curve, with paired bootstrap CIs) on synthetic
 correctness / answers / scores, and each estimator alone. Reading Parquet shards and rendering the
@@ -46,7 +46,6 @@ def main() -> None:
     ap.add_argument("--problems", type=int, default=1319)
     ap.add_argument("--samples", type=int, default=100)
     ap.add_argument("--bootstrap", type=int, default=1000)
-    ap.add_argument("--subsets", type=int, default=32)
     ap.add_argument("--repeat", type=int, default=3)
     a = ap.parse_args()
     data = synthetic(a.problems, a.samples)
@@ -57,11 +56,10 @@ def main() -> None:
     rows = [
         ("pass@k (grid)", lambda: [E.pass_at_k(n, data.correct.sum(1), k) for k in grid]),
         ("best-of-N exact (grid)", lambda: E.best_of_n(data.scores, data.correct, grid)),
-        (f"majority@N ({a.subsets} subsets, grid)",
-         lambda: E.majority_vote_at(codes, code_correct, grid, a.subsets, np.random.default_rng(0))),
+        ("majority@N exact (grid)", lambda: E.majority_vote_at(codes, code_correct, grid)),
         ("top-k voting (grid)", lambda: E.top_k_voting(data.scores, data.answers, data.correct, ks)),
         (f"bootstrap CIs ({values.shape[0]} rows x {a.bootstrap})", lambda: E.bootstrap_ci(values, a.bootstrap, 0)),
-        ("compute(): everything", lambda: E.compute(data, bootstrap=a.bootstrap, subsets=a.subsets)),
+        ("compute(): everything", lambda: E.compute(data, bootstrap=a.bootstrap)),
     ]
     print(f"# gsmv evaluate benchmark: {P} problems x {n} samples, bootstrap {a.bootstrap}, "
           f"{platform.processor() or platform.machine()}, numpy {np.__version__}")

@@ -41,10 +41,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", default="runs/cpu", help="run folder with generator/final and config.yaml")
     ap.add_argument("--limit", type=int, default=0, help="first K val problems (0 = all)")
+    ap.add_argument("--config", default="", help="config to read instead of the run's config.yaml")
     ap.add_argument("--model", default="", help="model folder (default: the run's generator/final)")
     args = ap.parse_args()
     paths = RunPaths(args.run)
-    cfg = load_config(paths.config)
+    cfg = load_config(args.config or paths.config)
     problems = load_split(cfg, "val")
     if args.limit:
         problems = problems[: args.limit]

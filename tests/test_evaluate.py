@@ -1,21 +1,19 @@
-"""Evaluation: the estimators against brute force, the run-folder reader and its errors, the paper's numbers."""
+"""Evaluation: the run-folder reader and its errors, results.json, step-level truth, the paper's numbers."""
 
 from __future__ import annotations
 
-import itertools
 import json
-import math
-from fractions import Fraction
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from report.fake_run import write_fake_run
 
 from gsmv import evaluate as E
 from gsmv.artifacts import RunPaths, atomic_write_text, list_shards
 from gsmv.config import RunConfig
-from gsmv.data.tasks import data_dir
-from gsmv.data.tasks import load_split
+from gsmv.data.tasks import data_dir, get_task, load_split, reference_values
 from gsmv.errors import GsmvError
 
 
@@ -28,169 +26,14 @@ def approx(x):
 REFERENCE = data_dir(RunConfig()) / "example_model_solutions.jsonl"
 
 
-# --------------------------------------------------------------------------- estimators vs brute force
+# The estimators themselves are tested in test_metrics.py.
 
 
-def test_pass_at_k_matches_brute_force_enumeration():
-    for n in range(1, 8):
-        for c in range(n + 1):
-            labels = [1] * c + [0] * (n - c)
-            for k in range(1, n + 1):
-                subsets = list(itertools.combinations(labels, k))
-                want = sum(any(s) for s in subsets) / len(subsets)
-                got = E.pass_at_k(n, np.array([c]), k)[0]
-                assert got == pytest.approx(want, abs=1e-12), (n, c, k)
+def test_evaluate_reexports_the_shared_estimators():
+    from gsmv import metrics
 
-
-def test_pass_at_k_is_stable_for_large_n():
-    n = 1000
-    cs = np.array([0, 1, 5, 500, 999, 1000])
-    for k in (1, 10, 100, 999):
-        got = E.pass_at_k(n, cs, k)
-        want = [1 - float(Fraction(math.comb(n - c, k), math.comb(n, k))) for c in cs]
-        assert np.allclose(got, want, atol=1e-12)
-        assert np.all((got >= 0) & (got <= 1))
-    assert E.pass_at_k(n, np.array([3]), 1)[0] == pytest.approx(3 / n)
-
-
-def _best_of_n_brute(scores: np.ndarray, correct: np.ndarray, N: int) -> float:
-    """Mean over all N-subsets of the correctness of the top-scored sample; ties split evenly."""
-    vals = []
-    for sub in itertools.combinations(range(len(scores)), N):
-        top = max(scores[j] for j in sub)
-        tied = [correct[j] for j in sub if scores[j] == top]
-        vals.append(sum(tied) / len(tied))
-    return sum(vals) / len(vals)
-
-
-def test_best_of_n_is_the_exact_expectation_over_subsets():
-    rng = np.random.default_rng(1)
-    P, n = 6, 7
-    scores = rng.integers(0, 4, size=(P, n)).astype(float)  # few levels: many ties
-    correct = rng.random((P, n)) < 0.4
-    ns = [1, 2, 3, 5, 7]
-    got = E.best_of_n(scores, correct, ns)
-    for p in range(P):
-        for r, N in enumerate(ns):
-            assert got[r, p] == pytest.approx(_best_of_n_brute(scores[p], correct[p], N), abs=1e-12)
-
-
-def test_best_of_n_perfect_verifier_is_the_oracle_and_constant_is_mean_accuracy():
-    rng = np.random.default_rng(2)
-    P, n = 50, 16
-    correct = rng.random((P, n)) < rng.random((P, 1))
-    ns = E.power_grid(n)
-    perfect = E.best_of_n(correct.astype(float) + 0.01 * rng.random((P, n)), correct, ns)
-    for r, N in enumerate(ns):
-        assert np.allclose(perfect[r], E.pass_at_k(n, correct.sum(1), N))
-    constant = E.best_of_n(np.zeros((P, n)), correct, ns)
-    assert np.allclose(constant, correct.mean(axis=1)[None, :])
-
-
-def test_random_subset_average_agrees_with_exact_best_of_n():
-    rng = np.random.default_rng(3)
-    n, N = 10, 3
-    scores = rng.random(n)
-    correct = rng.random(n) < 0.5
-    exact = E.best_of_n(scores[None], correct[None], [N])[0, 0]
-    picks = [correct[sub[np.argmax(scores[sub])]] for sub in (rng.choice(n, N, replace=False) for _ in range(20000))]
-    assert np.mean(picks) == pytest.approx(exact, abs=0.015)
-
-
-# --------------------------------------------------------------------------- voting
-
-
-def _codes(rows, correct_answer="7"):
-    correct = np.array([[a == correct_answer for a in row] for row in rows])
-    return E.encode_answers(rows, correct)
-
-
-def test_majority_vote_counts_answers_and_ignores_missing_ones():
-    rows = [
-        ["7", "3", "7", None],  # 7 wins 2-1
-        ["3", None, None, "7"],  # tie 1-1: the answer seen first (3) wins
-        [None, None, None, None],  # nobody voted: wrong
-        ["3", "7", "7", "3"],  # tie 2-2: 3 appears first
-        [None, "7", None, None],  # one voter
-        ["3", "3", "7", "7"][::-1],  # tie, 7 first
-    ]
-    codes, code_correct = _codes(rows)
-    assert E.majority_vote(codes, code_correct).tolist() == [1, 0, 0, 0, 1, 1]
-
-
-def test_majority_vote_at_n_equals_full_vote_and_is_seeded():
-    rng = np.random.default_rng(4)
-    P, n = 30, 8
-    rows = [[str(v) if v < 4 else None for v in rng.integers(0, 6, n)] for _ in range(P)]
-    codes, code_correct = E.encode_answers(rows, np.array([[a == "1" for a in r] for r in rows]))
-    full = E.majority_vote(codes, code_correct)
-    a = E.majority_vote_at(codes, code_correct, [1, 4, 8], 16, np.random.default_rng(0))
-    b = E.majority_vote_at(codes, code_correct, [1, 4, 8], 16, np.random.default_rng(0))
-    assert np.array_equal(a, b)
-    assert np.array_equal(a[2], full)
-    # One voter: each subset's vote is one random sample's answer, so the mean is about the sample accuracy.
-    big = E.majority_vote_at(codes, code_correct, [1], 4000, np.random.default_rng(1))[0]
-    assert np.allclose(big, code_correct[np.arange(P)[:, None], np.maximum(codes, 0)].__and__(codes >= 0).mean(1),
-                       atol=0.05)
-
-
-def test_top_k_voting_uses_the_verifier_ranking():
-    # Ranked by score: s0 (answer 9), s1 (7), s2 (7), s3 (9), s4 (None); the reference is 7.
-    scores = np.array([[0.9, 0.8, 0.7, 0.6, 0.5]])
-    rows = [["9", "7", "7", "9", None]]
-    correct = np.array([[a == "7" for a in rows[0]]])
-    got = E.top_k_voting(scores, rows, correct, [1, 2, 3, 4, 5])[:, 0]
-    # k=1: 9. k=2: tie 9/7 → 9 (ranked higher). k=3: 7 wins 2-1. k=4,5: tie 2-2 → 9.
-    assert got.tolist() == [0, 0, 1, 0, 0]
-    # Shuffling the samples (with their scores) changes nothing.
-    perm = [3, 0, 4, 2, 1]
-    got2 = E.top_k_voting(scores[:, perm], [[rows[0][i] for i in perm]], correct[:, perm], [1, 2, 3, 4, 5])[:, 0]
-    assert got2.tolist() == got.tolist()
-
-
-def test_top_k_voting_limits_are_best_of_n_and_majority_vote():
-    rng = np.random.default_rng(5)
-    P, n = 40, 12
-    rows = [[str(v) for v in rng.integers(0, 4, n)] for _ in range(P)]
-    correct = np.array([[a == "0" for a in r] for r in rows])
-    scores = rng.random((P, n))
-    top = E.top_k_voting(scores, rows, correct, [1, n])
-    assert np.array_equal(top[0], E.best_of_n(scores, correct, [n])[0])
-    codes, code_correct = E.encode_answers(rows, correct)
-    assert np.array_equal(E.top_k_voting(np.zeros((P, n)), rows, correct, [n])[0],
-                          E.majority_vote(codes, code_correct))
-
-
-def test_auc_counts_pairs_and_ties_half():
-    rng = np.random.default_rng(6)
-    s = rng.integers(0, 5, 40).astype(float)
-    y = rng.random(40) < 0.5
-    pos, neg = s[y], s[~y]
-    want = np.mean([(a > b) + 0.5 * (a == b) for a in pos for b in neg])
-    assert E.auc(s, y) == pytest.approx(want)
-    assert E.auc(s, np.ones(40, bool)) is None
-    assert E.auc_within(np.array([[1.0, 0.0], [0.0, 1.0], [1, 2]]), np.array([[1, 0], [1, 0], [1, 1]])) == 0.5
-
-
-# --------------------------------------------------------------------------- bootstrap
-
-
-def test_bootstrap_ci_contains_estimate_and_shrinks_with_more_problems():
-    rng = np.random.default_rng(7)
-    widths = []
-    for P in (100, 1600):
-        v = (rng.random((3, P)) < np.array([[0.2], [0.5], [0.9]])).astype(float)
-        lo, hi = E.bootstrap_ci(v, 1000, seed=0)
-        mean = v.mean(1)
-        assert np.all(lo <= mean) and np.all(mean <= hi)
-        assert np.all(hi - lo > 0)
-        widths.append(hi - lo)
-    assert np.all(widths[1] < widths[0] / 2)  # about 1/sqrt(16) = 1/4
-    ones = np.ones((1, 50))
-    assert E.bootstrap_ci(ones, 200, 0)[0][0] == 1.0 == E.bootstrap_ci(ones, 200, 0)[1][0]
-    a = E.bootstrap_ci(v, 300, seed=3)
-    b = E.bootstrap_ci(v, 300, seed=3)
-    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    for name in ("pass_at_k", "best_of_n", "majority_vote", "majority_vote_at", "top_k_voting", "auc", "bootstrap_ci"):
+        assert getattr(E, name) is getattr(metrics, name)
 
 
 # --------------------------------------------------------------------------- a run folder
@@ -219,6 +62,7 @@ def test_main_writes_results_json_with_the_documented_schema(cfg):
     on_disk = json.loads(RunPaths(cfg.run_dir).results.read_text())
     assert on_disk == json.loads(json.dumps(res))
     assert res["n_problems"] == 12 and res["n_samples"] == 8 and res["kind"] == "run"
+    assert res["schema_version"] == 2 and "majority_subsets" not in res
     m = res["metrics"]
     assert m["test@1"]["value"] == approx(greedy.mean())
     assert m["pass@1"]["value"] == approx(correct.mean())
@@ -270,6 +114,78 @@ def test_majority_vote_in_a_run_uses_normalized_answers(cfg):
     assert res["metrics"]["majority_vote"]["value"] == approx(1 / 12)
 
 
+# --------------------------------------------------------------------------- step-level truth
+
+WRONG_STEP = "First 1+1 = <<1+1=9999>>9999.\n"  # a step whose result is none of the reference's values
+
+
+@pytest.fixture
+def synth_cfg(cfg):
+    """The synthetic task (it has step-level truth), 12 test problems."""
+    cfg.data.source = "synth"
+    cfg.data.synth.train_size, cfg.data.synth.test_size, cfg.data.val_size = 40, 12, 5
+    assert get_task(cfg).step_truth
+    return cfg
+
+
+def _prepend_wrong_step(cfg, which: np.ndarray) -> None:
+    """Give the samples where which[p, j] a wrong first step (their final answers stay as they were)."""
+    index = {p.id: i for i, p in enumerate(load_split(cfg, "test"))}
+    for shard in list_shards(RunPaths(cfg.run_dir).samples("test")):
+        t = pq.read_table(shard)
+        pids, idx, texts = (t.column(c).to_pylist() for c in ("problem_id", "sample_idx", "text"))
+        new = [WRONG_STEP + x if which[index[p], j] else x for p, j, x in zip(pids, idx, texts, strict=True)]
+        pq.write_table(t.set_column(t.schema.get_field_index("text"), "text", pa.array(new, pa.string())), shard)
+
+
+def test_step_truth_metrics_count_right_answers_reached_by_wrong_steps(synth_cfg):
+    problems = load_split(synth_cfg, "test")
+    assert all("9999" not in reference_values(p) for p in problems)
+    P, n = 12, 4
+    correct = np.zeros((P, n), dtype=bool)
+    correct[:, :2] = True  # samples 0 and 1 have the right answer
+    correct[11] = False  # one problem nobody solves
+    fp = np.zeros((P, n), dtype=bool)  # right answer, wrong step
+    fp[:4, 0] = True  # problems 0-3: the top-ranked sample (0) is a false positive
+    fp[4:6, 1] = True  # problems 4-5: a lower-ranked correct sample is one
+    scores = np.tile(np.array([0.9, 0.8, 0.3, 0.2], np.float32), (P, 1))
+    scores[6, :2] = 0.9  # problem 6: samples 0 and 1 tie for the top
+    fp[6, 0] = True  # ... and one of the two is a false positive: half a false positive on top
+    scores[7] = [0.1, 0.2, 0.9, 0.3]  # problem 7: the verifier ranks a wrong answer first
+    fp[7, 0] = True
+    write_fake_run(synth_cfg, correct=correct, scores=scores)
+    _prepend_wrong_step(synth_cfg, fp)
+    res = E.main(synth_cfg)
+    m = res["metrics"]
+    strict = correct & ~fp
+    assert m["false_positive_rate"]["value"] == approx(fp.sum() / correct.sum())  # 8 of 22
+    assert m["false_positive_rate"]["ci_low"] is None
+    assert m["pass@1_strict"]["value"] == approx(strict.mean())
+    # Best-of-4 picks sample 0 except in problem 6 (a tie of samples 0 and 1) and 7 (a wrong answer).
+    top_strict = np.array([0, 0, 0, 0, 1, 1, 0.5, 0, 1, 1, 1, 0])
+    assert m["best_of_n_strict"]["value"] == approx(top_strict.mean())
+    assert m["best_of_n_strict"]["ci_low"] <= m["best_of_n_strict"]["value"] <= m["best_of_n_strict"]["ci_high"]
+    assert m["best_of_n"]["value"] == approx(10 / 12)
+    # Top-ranked correct in 10 problems; false positives among them: 4 whole + half of problem 6.
+    assert m["best_of_n_false_positive"]["value"] == approx(4.5 / 10)
+    table = E.format_table(res)
+    assert "right steps too" in table and "best-of-4 right, wrong step" in table and "45.0%" in table
+
+
+def test_step_truth_metrics_are_null_without_step_truth_or_correct_samples(synth_cfg):
+    correct, scores = _design()
+    write_fake_run(synth_cfg, correct=np.zeros_like(correct), scores=scores)
+    m = E.main(synth_cfg)["metrics"]
+    assert m["false_positive_rate"] is None and m["best_of_n_false_positive"] is None  # no correct sample
+    assert m["pass@1_strict"]["value"] == 0.0 == m["best_of_n_strict"]["value"]
+    gsm8k = synth_cfg
+    gsm8k.data.source, gsm8k.name = "local", "gsm8k"  # GSM8K: solutions may take other paths, steps are not checked
+    write_fake_run(gsm8k, correct=correct, scores=scores)
+    res = E.main(gsm8k)
+    assert all(res["metrics"][k] is None for k in E.STEP_METRICS)
+    assert "right steps too" not in E.format_table(res) and "wrong step" not in E.format_table(res)
+
+
 # --------------------------------------------------------------------------- errors
 
 
@@ -302,8 +218,6 @@ def test_mismatched_sample_counts_is_an_error_and_keeps_old_results(cfg):
 def test_uneven_samples_per_problem_is_an_error(cfg):
     correct, scores = _design()
     write_fake_run(cfg, correct=correct, scores=scores)
-    import pyarrow.parquet as pq
-
     shard = list_shards(RunPaths(cfg.run_dir).samples("test"))[0]
     t = pq.read_table(shard)
     pq.write_table(t.slice(1), shard)
@@ -325,8 +239,6 @@ def test_bad_score_values_and_columns_are_errors(cfg):
     write_fake_run(cfg, correct=correct, scores=scores)
     with pytest.raises(GsmvError, match=r"scores/test: score of problem test-00003 sample 2 is nan"):
         E.main(cfg)
-    import pyarrow.parquet as pq
-
     shard = list_shards(RunPaths(cfg.run_dir).scores("test"))[0]
     pq.write_table(pq.read_table(shard).drop_columns(["score"]), shard)
     with pytest.raises(GsmvError, match=rf"{shard}: missing column\(s\) score"):

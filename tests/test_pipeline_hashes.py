@@ -20,7 +20,8 @@ def test_verifier_change_redoes_only_downstream_of_the_verifier():
 
 def test_n_test_change_keeps_generator_train_samples_and_verifier():
     base = load_config("smoke")
-    assert changed(base, load_config("smoke", ["sample.n_test=16"])) == {"sample-test", "score", "evaluate", "report"}
+    assert changed(base, load_config("smoke", ["sample.n_test=16"])) == {
+        "sample-test", "label-test", "score", "evaluate", "report"}
 
 
 def test_n_train_change_keeps_generator_and_test_samples():
@@ -39,13 +40,39 @@ def test_report_only_change():
     assert changed(base, load_config("smoke", ["report.html_problems=5"])) == {"report"}
 
 
-def test_ablation_presets_share_upstream_with_cpu():
-    cpu = pipeline.stage_hashes(load_config("cpu"))
-    for name in ("cpu-solution", "cpu-nolm", "cpu-nodropout"):
-        h = pipeline.stage_hashes(load_config(name))
+@pytest.mark.parametrize("base, ablations", [
+    ("synth", ("synth-solution", "synth-nolm", "synth-nodropout", "synth-lm-samples", "synth-process")),
+    ("gsm8k-cpu", ("gsm8k-cpu-solution", "gsm8k-cpu-nolm", "gsm8k-cpu-nodropout")),
+])
+def test_ablation_presets_share_upstream_with_their_base(base, ablations):
+    from gsmv.data.tasks import data_dir
+
+    if base.startswith("gsm8k") and not (data_dir(load_config(base)) / "train.jsonl").is_file():
+        pytest.skip("GSM8K not found locally")
+    ref = pipeline.stage_hashes(load_config(base))
+    for name in ablations:
+        cfg = load_config(name)
+        assert cfg.reuse_from == f"runs/{base}"
+        h = pipeline.stage_hashes(cfg)
         for stage in ("finetune", "sample-train", "sample-val", "label", "sample-test", "sample-test-greedy"):
-            assert h[stage] == cpu[stage], (name, stage)
-        assert h["train-verifier"] != cpu["train-verifier"]
+            assert h[stage] == ref[stage], (name, stage)
+        assert h["train-verifier"] != ref["train-verifier"]
+
+
+def test_data_content_is_part_of_the_hashes(tmp_path, tiny_data_dir):
+    import shutil
+
+    shutil.copytree(tiny_data_dir, tmp_path / "d")
+    cfg = load_config("smoke", [f"data.dir={tmp_path / 'd'}"])
+    before = pipeline.stage_hashes(cfg)
+    test = tmp_path / "d" / "test.jsonl"
+    test.write_text(test.read_text().replace("apples", "pears"))
+    after = pipeline.stage_hashes(cfg)
+    assert after["finetune"] == before["finetune"]  # train is unchanged: the generator stays
+    assert after["sample-test"] != before["sample-test"] and after["evaluate"] != before["evaluate"]
+    train = tmp_path / "d" / "train.jsonl"
+    train.write_text(train.read_text().replace("apples", "pears"))
+    assert pipeline.stage_hashes(cfg)["finetune"] != after["finetune"]
 
 
 def test_stage_selection():

@@ -26,8 +26,6 @@ TINY_OVERRIDES = [
     "sample.batch_size=32",
     "sample.problems_per_shard=16",
     "score.batch_size=16",
-    "score.problems_per_shard=16",
     "evaluate.bootstrap=50",
-    "evaluate.subsets=4",
     "report.html_problems=10",
 ]

@@ -140,15 +140,11 @@ class VerifierConfig(TrainConfig):
 class ScoreConfig:
     batch_size: int = 64
     keep_token_values: bool = True
-    problems_per_shard: int = 64
 
 
 @dataclass
 class EvaluateConfig:
     bootstrap: int = 1000  # resamples of problems for 95% confidence intervals
-    # Random subsets of the n samples averaged for each majority-vote@N point (best-of-N needs none: it is
-    # computed exactly, as the expectation over all N-subsets).
-    subsets: int = 32
     seed: int = 0
 
 
@@ -229,7 +225,7 @@ def _check(cfg: RunConfig) -> None:
             raise GsmvError(f"config key '{key}' is '{obj}': valid choices are {', '.join(choices)}")
     positive = ["sample.batch_size", "sample.max_new_tokens", "score.batch_size", "finetune.batch_size",
                 "verifier.batch_size", "finetune.grad_accum", "verifier.grad_accum", "sample.problems_per_shard",
-                "score.problems_per_shard", "finetune.log_every", "verifier.log_every"]
+"finetune.log_every", "verifier.log_every"]
     for key in positive:
         sect, name = key.split(".")
         if getattr(getattr(cfg, sect), name) <= 0:

@@ -5,45 +5,59 @@ verifier's value per sample) and, when present, samples/test_greedy (one T=0 sam
 problem, for test@1). Every metric is a mean over test problems of a per-problem value in
 [0, 1]; its 95% confidence interval is a percentile bootstrap over problems (the same
 resampled problem sets for every metric, so differences between methods are paired).
+The estimators live in gsmv.metrics (shared with the verifier's validation).
 
 Definitions (the paper's, with the choices it leaves open made explicit):
 
 - test@1: the greedy sample is correct. Absent (null) when there are no greedy samples.
 - pass@k: the unbiased estimator of Chen et al. 2021, 1 - C(n-c, k) / C(n, k) for c correct
   of n, computed as a product (no huge binomials). pass@n is the oracle ("coverage").
-- majority vote: the most frequent final answer among the samples; samples without a final
-  answer do not vote; a problem where none has an answer counts as wrong. Ties go to the
-  answer that first appears earliest in sample order (sample_idx), which is arbitrary but
-  deterministic and independent of correctness. Majority@N for N < n is averaged over
-  cfg.evaluate.subsets random N-subsets per problem (seeded).
-- verifier best-of-N: the sample with the highest verifier score among N is graded. For N < n
-  this is the exact expectation over all N-subsets of the n samples (what averaging over random
-  subsets estimates, without its noise): the sample ranked j-th of n is the subset's best with
-  probability C(n-1-j, N-1) / C(n, N). Samples with equal scores split that chance evenly (a
-  random tie-break), so a constant verifier scores exactly the mean sample accuracy and a
-  perfect one exactly pass@N.
-- top-k voting (paper Fig. 7b): the k highest-scored samples of all n vote (majority vote as
-  above); ties go to the answer held by the higher-ranked sample. Score ties in the ranking
-  are broken by sample_idx.
+- "At N" for N < n is always the exact expectation over all N-subsets of the n samples (what
+  averaging over random subsets estimates, without its noise; for votes up to a proven 1e-16).
+- majority vote: the most frequent final answer among the samples. Samples without a final
+  answer never vote; a problem where no sample (of the subset) has an answer counts as wrong.
+  Vote ties split evenly: when the correct answer is one of t answers tied for the most votes,
+  the problem scores 1/t (the expectation of a random tie-break).
+- verifier best-of-N: the sample with the highest verifier score among N is graded. The sample
+  ranked j-th of n is the subset's best with probability C(n-1-j, N-1) / C(n, N); samples with
+  equal scores split that chance evenly (a random tie-break), so a constant verifier scores
+  exactly the mean sample accuracy and a perfect one exactly pass@N.
+- top-k voting (paper Fig. 7b): the k highest-scored samples of all n vote, with the vote ties
+  of majority vote (split evenly). When samples tied in score straddle the k-th place, every
+  choice of which of them make the top k is equally likely (the score ties of best-of-N), so
+  top-1 voting is best-of-n and a constant verifier gives majority vote over k.
 - verifier AUC: ROC AUC of score vs correctness over all test samples (pooled), and the mean
   of per-problem AUCs over problems with both correct and wrong samples (the ranking the
   verifier is used for). Diagnostics: no confidence interval.
+- step-level truth (tasks that have it, e.g. the synthetic task): a sample's steps are right
+  when gsmv.data.tasks.first_wrong_step finds no wrong step in its text. A correct sample with
+  a wrong step is a false positive (right answer, wrong reasoning). "pass@1_strict" and
+  "best_of_n_strict" (N = n) count a sample correct only if its answer and all its steps are
+  right; "false_positive_rate" is the share of correct samples with a wrong step (pooled over
+  samples); "best_of_n_false_positive" is, among problems whose verifier top-ranked sample is
+  correct, the expected share whose reasoning is wrong (sum over problems of P(top sample is a
+  false positive) / sum of P(top sample is correct), score ties split as above). All four are
+  null when the task has no step-level truth (GSM8K).
 
-results.json (schema_version 1; every accuracy is a fraction in [0, 1] rounded to 1e-6; tables print percent):
+results.json (schema_version 2; every accuracy is a fraction in [0, 1] rounded to 1e-6; tables print percent):
 
-    {"kind": "run", "schema_version": 1, "run": str, "split": "test",
+    {"kind": "run", "schema_version": 2, "run": str, "split": "test",
      "n_problems": int, "n_samples": int,
      "units": "fraction",
      "bootstrap": {"resamples": int, "seed": int, "level": 0.95, "method": str},
-     "majority_subsets": int,
      "metrics": {name: {"value": float, "ci_low": float|null, "ci_high": float|null} | null, ...}
         names: "test@1" (null without greedy samples), "pass@1", "majority_vote", "best_of_n" (N = n),
-               "oracle" (pass@n), "verifier_auc", "verifier_auc_within" (null when undefined)
+               "oracle" (pass@n), "verifier_auc", "verifier_auc_within" (null when undefined),
+               "pass@1_strict", "best_of_n_strict" (with CIs), "false_positive_rate",
+               "best_of_n_false_positive" (no CI); the last four null without step-level truth
      "curves": {name: {"x": [int], "value": [float], "ci_low": [float|null], "ci_high": [float|null]}}
         names: "pass_at_k" (x = k), "best_of_n" (x = N), "majority_vote" (x = N), "top_k_voting" (x = k)
      "diagnostics": {"answered": fraction of samples with a final answer, "finished": fraction that
                      stopped at EOS (null if unknown), "mean_tokens": float|null,
                      "greedy_answered": float|null}}
+
+Schema 1 differed in "majority_subsets" (majority vote over N < n was averaged over that many
+random subsets; vote ties went to the answer seen first) and had no step-level metrics.
 
 evaluate_reference(path) returns {"kind": "reference", "source", "n_problems", "units", "bootstrap",
 "models": {model_key: metric}} for the paper's released example_model_solutions.jsonl.
@@ -51,7 +65,6 @@ evaluate_reference(path) returns {"kind": "reference", "source", "n_problems", "
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,9 +77,20 @@ import pyarrow.parquet as pq
 from gsmv.artifacts import RunPaths, atomic_write_json, iter_jsonl, list_shards
 from gsmv.config import RunConfig
 from gsmv.errors import GsmvError
+from gsmv.metrics import (  # noqa: F401 - re-exported: evaluate's estimators, as callers know them
+    LEVEL,
+    auc,
+    auc_within,
+    best_of_n,
+    bootstrap_ci,
+    encode_answers,
+    majority_vote,
+    majority_vote_at,
+    pass_at_k,
+    top_k_voting,
+)
 
-SCHEMA_VERSION = 1
-LEVEL = 0.95
+SCHEMA_VERSION = 2
 REFERENCE_MODELS = ("6b_finetuning", "6b_verification", "175b_finetuning", "175b_verification")
 REFERENCE_LABELS = {
     "6b_finetuning": "paper 6B finetuning (test@1)",
@@ -82,7 +106,13 @@ METRIC_LABELS = {
     "oracle": "coverage (oracle pass@N)",
     "verifier_auc": "verifier AUC (pooled)",
     "verifier_auc_within": "verifier AUC (within problem)",
+    "pass@1_strict": "pass@1, right steps too",
+    "best_of_n_strict": "best-of-N, right steps too",
+    "false_positive_rate": "right answer, wrong step",
+    "best_of_n_false_positive": "best-of-N right, wrong step",
 }
+# Metrics that need step-level truth: left out of the table when null (tasks without it).
+STEP_METRICS = ("pass@1_strict", "best_of_n_strict", "false_positive_rate", "best_of_n_false_positive")
 # Diagnostics that are not accuracies: printed as 0.xxx, not percent.
 NOT_PERCENT = ("verifier_auc", "verifier_auc_within")
 
@@ -109,186 +139,6 @@ def k_grid(n: int) -> list[int]:
     if n >= 1:
         out.add(n)
     return sorted(out)
-
-
-def pass_at_k(n: int, c: np.ndarray, k: int) -> np.ndarray:
-    """Per-problem unbiased pass@k: 1 - C(n-c, k)/C(n, k) = 1 - prod_{i=n-c+1..n} (1 - k/i)."""
-    if not 1 <= k <= n:
-        raise ValueError(f"k={k} must be in [1, n={n}]")
-    c = np.asarray(c, dtype=np.int64)
-    out = np.ones(c.shape, dtype=np.float64)
-    for cv in np.unique(c):
-        if n - cv >= k:  # otherwise every k-subset holds a correct sample
-            out[c == cv] = 1.0 - np.prod(1.0 - k / np.arange(n - cv + 1, n + 1, dtype=np.float64))
-    return out
-
-
-def best_of_n(scores: np.ndarray, correct: np.ndarray, ns: Sequence[int]) -> np.ndarray:
-    """[len(ns), P]: expected correctness of the top-scored sample of a uniform random N-subset.
-
-    See the module docstring; exact, no sampling. scores, correct: [P, n].
-    """
-    scores = np.asarray(scores, dtype=np.float64)
-    correct = np.asarray(correct, dtype=np.float64)
-    P, n = scores.shape
-    order = np.argsort(-scores, axis=1, kind="stable")
-    s = np.take_along_axis(scores, order, axis=1)
-    c = np.take_along_axis(correct, order, axis=1)
-    # Equal scores form a group; each member gets the group's mean correctness (random tie-break).
-    new = np.ones((P, n), dtype=bool)
-    new[:, 1:] = s[:, 1:] != s[:, :-1]
-    gid = np.cumsum(new, axis=1) - 1 + (np.arange(P) * n)[:, None]
-    sums = np.bincount(gid.ravel(), weights=c.ravel(), minlength=P * n)
-    cnts = np.bincount(gid.ravel(), minlength=P * n)
-    c_eff = (sums / np.maximum(cnts, 1))[gid]
-    out = np.empty((len(ns), P))
-    for r, N in enumerate(ns):
-        if not 1 <= N <= n:
-            raise ValueError(f"N={N} must be in [1, n={n}]")
-        total = math.comb(n, N)
-        w = np.array([math.comb(n - 1 - j, N - 1) / total for j in range(n)])
-        out[r] = c_eff @ w
-    return out
-
-
-def encode_answers(answers: Sequence[Sequence[str | None]], correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Answers → integer codes per row, numbered by first appearance (None → -1); and code → correct.
-
-    Returns codes [P, n] and code_correct [P, U] (U = the most distinct answers of any row).
-    """
-    P = len(answers)
-    n = len(answers[0]) if P else 0
-    codes = np.full((P, n), -1, dtype=np.int64)
-    rows: list[list[bool]] = []
-    for p, row in enumerate(answers):
-        seen: dict[str, int] = {}
-        ok: list[bool] = []
-        for j, a in enumerate(row):
-            if a is None:
-                continue
-            if a not in seen:
-                seen[a] = len(seen)
-                ok.append(bool(correct[p, j]))
-            codes[p, j] = seen[a]
-        rows.append(ok)
-    U = max((len(r) for r in rows), default=0)
-    code_correct = np.zeros((P, max(U, 1)), dtype=bool)
-    for p, ok in enumerate(rows):
-        code_correct[p, : len(ok)] = ok
-    return codes, code_correct
-
-
-def vote(codes: np.ndarray, n_codes: int) -> np.ndarray:
-    """Winner code per row (-1 when nobody voted); ties go to the smallest code (earliest first appearance)."""
-    rows = codes.shape[0]
-    valid = codes >= 0
-    flat = (np.arange(rows)[:, None] * n_codes + codes)[valid]
-    counts = np.bincount(flat, minlength=rows * n_codes).reshape(rows, n_codes)
-    win = counts.argmax(axis=1)
-    win[counts.max(axis=1) == 0] = -1
-    return win
-
-
-def _winner_correct(win: np.ndarray, code_correct: np.ndarray, rows_problem: np.ndarray) -> np.ndarray:
-    ok = code_correct[rows_problem, np.maximum(win, 0)]
-    return ok & (win >= 0)
-
-
-def majority_vote(codes: np.ndarray, code_correct: np.ndarray) -> np.ndarray:
-    """[P]: 1.0 when the most frequent answer of all n samples is correct."""
-    P = codes.shape[0]
-    win = vote(codes, code_correct.shape[1])
-    return _winner_correct(win, code_correct, np.arange(P)).astype(np.float64)
-
-
-def majority_vote_at(codes: np.ndarray, code_correct: np.ndarray, ns: Sequence[int], subsets: int,
-                     rng: np.random.Generator) -> np.ndarray:
-    """[len(ns), P]: majority vote among N samples, averaged over `subsets` random N-subsets per problem."""
-    P, n = codes.shape
-    U = code_correct.shape[1]
-    out = np.empty((len(ns), P))
-    # Problems per block so that the random keys stay around 4M numbers.
-    block = max(1, 4_000_000 // max(1, subsets * n))
-    for r, N in enumerate(ns):
-        if N == n:
-            out[r] = majority_vote(codes, code_correct)
-            continue
-        for lo in range(0, P, block):
-            hi = min(P, lo + block)
-            keys = rng.random((hi - lo, subsets, n))
-            idx = np.argsort(keys, axis=2)[:, :, :N]
-            sub = np.take_along_axis(np.broadcast_to(codes[lo:hi, None, :], keys.shape), idx, axis=2)
-            win = vote(sub.reshape(-1, N), U)
-            rows_problem = np.repeat(np.arange(lo, hi), subsets)
-            ok = _winner_correct(win, code_correct, rows_problem).reshape(hi - lo, subsets)
-            out[r, lo:hi] = ok.mean(axis=1)
-    return out
-
-
-def top_k_voting(scores: np.ndarray, answers: Sequence[Sequence[str | None]], correct: np.ndarray,
-                 ks: Sequence[int]) -> np.ndarray:
-    """[len(ks), P]: the k top-scored samples vote; ties go to the answer of the higher-ranked sample."""
-    scores = np.asarray(scores, dtype=np.float64)
-    P, n = scores.shape
-    order = np.argsort(-scores, axis=1, kind="stable")
-    ranked_answers = [[answers[p][j] for j in order[p]] for p in range(P)]
-    ranked_correct = np.take_along_axis(np.asarray(correct, dtype=bool), order, axis=1)
-    # Coded in rank order, the smallest code among tied answers is the one ranked highest.
-    codes, code_correct = encode_answers(ranked_answers, ranked_correct)
-    out = np.empty((len(ks), P))
-    for r, k in enumerate(ks):
-        if not 1 <= k <= n:
-            raise ValueError(f"k={k} must be in [1, n={n}]")
-        out[r] = majority_vote(np.ascontiguousarray(codes[:, :k]), code_correct)
-    return out
-
-
-def _midranks(x: np.ndarray) -> np.ndarray:
-    order = np.argsort(x, kind="mergesort")
-    _, inv, counts = np.unique(x[order], return_inverse=True, return_counts=True)
-    starts = np.cumsum(counts) - counts
-    ranks = np.empty(len(x))
-    ranks[order] = (starts + (counts + 1) / 2.0)[inv]
-    return ranks
-
-
-def auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
-    """ROC AUC (Mann-Whitney, ties count half); None without both classes."""
-    scores = np.asarray(scores, dtype=np.float64).ravel()
-    labels = np.asarray(labels, dtype=bool).ravel()
-    pos = int(labels.sum())
-    neg = labels.size - pos
-    if pos == 0 or neg == 0:
-        return None
-    r = _midranks(scores)
-    return float((r[labels].sum() - pos * (pos + 1) / 2.0) / (pos * neg))
-
-
-def auc_within(scores: np.ndarray, correct: np.ndarray) -> float | None:
-    """Mean per-problem AUC over problems with both correct and wrong samples."""
-    vals = [a for s, c in zip(scores, correct, strict=True) if (a := auc(s, c)) is not None]
-    return float(np.mean(vals)) if vals else None
-
-
-def bootstrap_ci(values: np.ndarray, resamples: int, seed: int, level: float = LEVEL
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile CIs of the mean over problems for each row of values [M, P], paired across rows.
-
-    The resampled problem sets are drawn once and applied to every metric through a count
-    matrix, so M metrics × B resamples cost one [B, P] @ [P, M] product.
-    """
-    values = np.atleast_2d(np.asarray(values, dtype=np.float64))
-    M, P = values.shape
-    if resamples <= 0 or P == 0:
-        nan = np.full(M, np.nan)
-        return nan, nan.copy()
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, P, size=(resamples, P))
-    counts = np.bincount((idx + (np.arange(resamples) * P)[:, None]).ravel(), minlength=resamples * P)
-    means = counts.reshape(resamples, P).astype(np.float64) @ values.T / P  # [B, M]
-    alpha = (1.0 - level) / 2.0
-    lo, hi = np.quantile(means, [alpha, 1.0 - alpha], axis=0)
-    return lo, hi
 
 
 def _metric(value: float, lo: float, hi: float) -> dict:
@@ -455,8 +305,28 @@ def load_run(cfg: RunConfig, sample_columns: Sequence[str] = (), score_columns: 
 # --------------------------------------------------------------------------- computing results
 
 
-def compute(data: EvalData, *, bootstrap: int = 1000, subsets: int = 32, seed: int = 0) -> dict:
-    """All metrics and curves of one run (see the module docstring for the schema)."""
+def step_truth(data: EvalData) -> np.ndarray | None:
+    """[P, n] bool: no wrong step in the sample's text (gsmv.data.tasks.first_wrong_step); None without a text column.
+
+    Only meaningful for tasks with step-level truth (Task.step_truth), where the reference's intermediate
+    values are the only right ones."""
+    from gsmv.data.tasks import first_wrong_step, reference_values
+
+    if "text" not in data.samples.column_names:
+        return None
+    texts = data.samples.column("text").to_pylist()
+    ok = np.empty(data.sample_rows.shape, dtype=bool)
+    for p, prob in enumerate(data.problems):
+        values = reference_values(prob)
+        for j, r in enumerate(data.sample_rows[p]):
+            ok[p, j] = first_wrong_step(texts[r] or "", values) is None
+    return ok
+
+
+def compute(data: EvalData, *, bootstrap: int = 1000, seed: int = 0, steps_ok: np.ndarray | None = None) -> dict:
+    """All metrics and curves of one run (see the module docstring for the schema).
+
+    steps_ok [P, n]: the samples' step-level truth (step_truth), for the step metrics; None leaves them null."""
     from gsmv.data.answers import normalize_answer
 
     P, n = data.correct.shape
@@ -474,8 +344,7 @@ def compute(data: EvalData, *, bootstrap: int = 1000, subsets: int = 32, seed: i
     for k in grid:
         add(("pass_at_k", k), pass_at_k(n, c, k))
     codes, code_correct = encode_answers(data.answers, data.correct)
-    rng = np.random.default_rng(seed)
-    for N, v in zip(grid, majority_vote_at(codes, code_correct, grid, max(1, subsets), rng), strict=True):
+    for N, v in zip(grid, majority_vote_at(codes, code_correct, grid), strict=True):
         add(("majority_vote", N), v)
     if data.scores is not None:
         for N, v in zip(grid, best_of_n(data.scores, data.correct, grid), strict=True):
@@ -483,6 +352,20 @@ def compute(data: EvalData, *, bootstrap: int = 1000, subsets: int = 32, seed: i
         ks = k_grid(n)
         for k, v in zip(ks, top_k_voting(data.scores, data.answers, data.correct, ks), strict=True):
             add(("top_k_voting", k), v)
+    diag: dict[str, dict | None] = dict.fromkeys(STEP_METRICS)
+    if steps_ok is not None:
+        strict = data.correct & steps_ok  # right answer and every step right
+        false_pos = data.correct & ~steps_ok
+        add(("metric", "pass@1_strict"), strict.mean(axis=1))
+        if data.correct.any():
+            diag["false_positive_rate"] = _diag(false_pos.sum() / data.correct.sum())
+        if data.scores is not None:
+            add(("metric", "best_of_n_strict"), best_of_n(data.scores, strict, [n])[0])
+            # Per problem P(top-ranked sample is correct) and P(it is a false positive), score ties split.
+            top_ok = best_of_n(data.scores, data.correct, [n])[0].sum()
+            top_fp = best_of_n(data.scores, false_pos, [n])[0].sum()
+            if top_ok > 0:
+                diag["best_of_n_false_positive"] = _diag(top_fp / top_ok)
 
     values = np.stack(rows)
     point = values.mean(axis=1)
@@ -506,6 +389,10 @@ def compute(data: EvalData, *, bootstrap: int = 1000, subsets: int = 32, seed: i
         "oracle": stats[("pass_at_k", n)],
         "verifier_auc": _diag(auc(data.scores, data.correct)) if data.scores is not None else None,
         "verifier_auc_within": _diag(auc_within(data.scores, data.correct)) if data.scores is not None else None,
+        "pass@1_strict": stats.get(("metric", "pass@1_strict")),
+        "best_of_n_strict": stats.get(("metric", "best_of_n_strict")),
+        "false_positive_rate": diag["false_positive_rate"],
+        "best_of_n_false_positive": diag["best_of_n_false_positive"],
     }
 
     def frac(col: str) -> float | None:
@@ -529,7 +416,6 @@ def compute(data: EvalData, *, bootstrap: int = 1000, subsets: int = 32, seed: i
         "units": "fraction",
         "bootstrap": {"resamples": int(bootstrap), "seed": int(seed), "level": LEVEL,
                       "method": "percentile; problems resampled with replacement; paired across metrics"},
-        "majority_subsets": int(max(1, subsets)),
         "metrics": metrics,
         "curves": curves,
         "diagnostics": {"answered": round(answered, 6), "finished": frac("finished"),
@@ -541,9 +427,12 @@ def main(cfg: RunConfig) -> dict:
     """Evaluate cfg's run folder; write run_dir/results.json (main process only); return the results."""
     from accelerate import PartialState
 
-    data = load_run(cfg)
-    results = {"run": cfg.name, **compute(data, bootstrap=cfg.evaluate.bootstrap, subsets=cfg.evaluate.subsets,
-                                          seed=cfg.evaluate.seed)}
+    from gsmv.data.tasks import get_task
+
+    steps = get_task(cfg).step_truth  # the synthetic task knows every intermediate value
+    data = load_run(cfg, sample_columns=["text"] if steps else ())
+    results = {"run": cfg.name, **compute(data, bootstrap=cfg.evaluate.bootstrap, seed=cfg.evaluate.seed,
+                                          steps_ok=step_truth(data) if steps else None)}
     if PartialState().is_main_process:
         atomic_write_json(RunPaths(cfg.run_dir).results, results)
     return results
@@ -619,8 +508,10 @@ def format_table(results: dict) -> str:
     lines.append(f"{results.get('run', 'run')}: {results['split']}, {results['n_problems']} problems x {n} samples "
                  f"(95% bootstrap CI, {results['bootstrap']['resamples']} resamples)")
     for name, metric in results["metrics"].items():
+        if name in STEP_METRICS and metric is None:  # a task without step-level truth
+            continue
         label = METRIC_LABELS.get(name, name)
-        if name in ("best_of_n", "oracle"):
+        if name in ("oracle", "best_of_n") or name.startswith("best_of_n_"):
             label = label.replace("@N", f"@{n}").replace("-N", f"-{n}")
         elif name == "majority_vote":
             label = f"{label} ({n})"

@@ -307,11 +307,11 @@ STAGES: list[Stage] = [
           check=_check_samples("test")),
     Stage("sample-test-greedy", _sample("test_greedy"), _sample_keys("test_greedy"), ("finetune",),
           lambda p: [p.samples("test_greedy")], check=_check_samples("test_greedy")),
-    Stage("score", _score, lambda c: {"score": to_dict(c.score)}, ("train-verifier", "sample-test"),
-          lambda p: [p.scores("test")], check=_check_scores("test")),
     # The test samples are graded by the label stage's code too (a fix to answer parsing reaches them).
     Stage("label-test", _label(("test", "test_greedy"), "labels-test.json"), lambda c: {},
           ("sample-test", "sample-test-greedy"), lambda p: [p.root / "labels-test.json"], cheap=True, main_only=True),
+    Stage("score", _score, lambda c: {"score": to_dict(c.score)}, ("train-verifier", "sample-test"),
+          lambda p: [p.scores("test")], check=_check_scores("test")),
     Stage("evaluate", _evaluate, lambda c: {"evaluate": to_dict(c.evaluate)}, ("score", "label-test"),
           lambda p: [p.results], cheap=True, main_only=True),
     Stage("report", _report, lambda c: {"report": to_dict(c.report)}, ("evaluate",),

@@ -116,6 +116,29 @@ def test_missing_vllm_is_a_clear_error(monkeypatch, tmp_path):
         VLLMSampler.from_pretrained(str(tmp_path), SamplingParams())
 
 
+def test_one_engine_is_reused_across_sample_stages(monkeypatch, tmp_path, tiny_tokenizer):
+    import sys
+    import types
+
+    from gsmv.sampling import vllm as gv
+
+    built = []
+
+    class FakeLLM:
+        def __init__(self, **kw):
+            built.append(kw)
+
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=FakeLLM, SamplingParams=dict))
+    monkeypatch.setattr(gv, "_ENGINES", {})
+    tiny_tokenizer.save_pretrained(tmp_path / "a")
+    tiny_tokenizer.save_pretrained(tmp_path / "b")
+    s1 = VLLMSampler.from_pretrained(str(tmp_path / "a"), SamplingParams(temperature=0.7))
+    s2 = VLLMSampler.from_pretrained(str(tmp_path / "a"), SamplingParams(temperature=0.0))  # greedy stage
+    assert s1.engine is s2.engine and len(built) == 1
+    s3 = VLLMSampler.from_pretrained(str(tmp_path / "b"), SamplingParams())  # another model: a new engine
+    assert s3.engine is not s1.engine and len(built) == 2 and len(gv._ENGINES) == 1
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is None or not torch.cuda.is_available(),
                     reason="needs vLLM and a CUDA GPU")

@@ -166,22 +166,19 @@ def test_loss_fn_never_computes_lm_logits_at_zero_weight(tiny_cfg, tiny_llama_di
 # ---------------------------------------------------------------- metrics
 
 
-def test_auc_ece_best_of_n():
+def test_val_metrics_use_the_shared_estimators():
+    # The estimators are gsmv.metrics' (tested in tests/test_metrics.py); here: how validation applies them.
     s = np.array([0.1, 0.4, 0.35, 0.8])
     y = np.array([0, 0, 1, 1], dtype=bool)
-    assert tv.auc(s, y) == pytest.approx(0.75)
-    assert tv.auc(np.array([0.5, 0.5]), np.array([0, 1], dtype=bool)) == pytest.approx(0.5)  # ties count half
-    assert math.isnan(tv.auc(s, np.ones(4, dtype=bool)))
-    # one sample per bin: 0.1 (wrong) → .1, 0.35 (right) → .65, 0.4 (wrong) → .4, 0.8 (right) → .2
-    want = 0.25 * (0.1 + 0.65 + 0.4 + 0.2)
-    assert tv.expected_calibration_error(s, y.astype(float)) == pytest.approx(want)
-    # two samples sharing a bin: |mean label − mean confidence| weighted by the bin's share
-    assert tv.expected_calibration_error(np.array([0.31, 0.39]), np.array([1.0, 0.0])) == pytest.approx(0.15)
-    assert tv.best_of_n(["a", "b", "a", "b"], s, y) == pytest.approx(1.0)  # a picks 0.35, b picks 0.8: both right
-    assert tv.best_of_n(["a", "b", "b", "a"], s, y) == pytest.approx(0.5)  # a picks 0.8 (right), b 0.4 (wrong)
     m = tv.val_metrics(["a", "a", "b", "b"], s, y)  # a has no right sample
     assert m["val_coverage"] == 0.5 and m["val_base_accuracy"] == 0.5 and m["val_best_of_n"] == 0.5
     assert m["val_acc"] == 0.75 and m["val_auc"] == pytest.approx(0.75) and m["val_problems"] == 2
+    assert m["val_ece"] == pytest.approx(0.25 * (0.1 + 0.65 + 0.4 + 0.2)) and m["val_samples"] == 4
+    assert m["val_brier"] == pytest.approx(np.mean((s - y) ** 2))
+    # Best-of-N splits score ties (the first sample does not win them); problems may have different counts.
+    m = tv.val_metrics(["a", "a", "a", "b"], np.array([0.9, 0.9, 0.1, 0.2]), np.array([1, 0, 1, 0], dtype=bool))
+    assert m["val_best_of_n"] == 0.25 and m["val_problems"] == 2
+    assert math.isnan(tv.val_metrics(["a", "a"], s[:2], np.ones(2, dtype=bool))["val_auc"])  # one class only
 
 
 # ---------------------------------------------------------------- training runs

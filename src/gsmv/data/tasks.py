@@ -94,10 +94,9 @@ def get_task(cfg: RunConfig) -> Task:
     folder = _gsm8k_folder(cfg)
     if folder is not None:
         return Task("gsm8k", False, str(folder))
-    if src == "local" or cfg.data.dir or os.environ.get("GSMV_DATA_DIR"):  # a folder was named: it must be there
-        cand = _local_candidates(cfg)[0]
-        raise GsmvError(f"{cand}: GSM8K file not found; set data.dir (or the GSMV_DATA_DIR environment variable) "
-                        "to a folder with train.jsonl and test.jsonl")
+    if src == "local" or cfg.data.dir or os.environ.get("GSMV_DATA_DIR"):
+        # A folder was named (or local asked for): read it, so the error names the missing file.
+        return Task("gsm8k", False, str(_local_candidates(cfg)[0]))
     return Task("gsm8k", False, "hf:openai/gsm8k")  # auto, nothing local: the hub (load_hf explains a failure)
 
 

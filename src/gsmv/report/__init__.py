@@ -153,8 +153,8 @@ def build_markdown(cfg: RunConfig, results: dict, reference: dict | None, plots:
     lines += ["## Accuracy vs number of samples (paper Fig. 7a)", ""]
     if rel.get("scaling"):
         lines += [f"![accuracy vs N]({rel['scaling']})", ""]
-    lines += ["Verifier best-of-N is the exact expectation over all N-subsets of the samples; majority vote over N is "
-              f"averaged over {results.get('majority_subsets', '?')} random subsets per problem.", "",
+    lines += ["Verifier best-of-N and majority vote over N are exact expectations over all N-subsets of the samples "
+              "(verifier score ties and vote ties are split evenly).", "",
               _curve_table(results, [("best_of_n", "verifier best-of-N"), ("majority_vote", "majority vote"),
                                      ("pass_at_k", "pass@N")], "N"), ""]
     if "top_k_voting" in results["curves"]:

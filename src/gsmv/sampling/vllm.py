@@ -28,6 +28,7 @@ from gsmv.sampling.base import Calculator, Request, Sample, SamplingParams, eos_
 from gsmv.sampling.hf import SamplerStats
 
 STOP = "="
+_ENGINES: dict[tuple, Any] = {}  # the live vLLM engine of this process (see VLLMSampler.from_pretrained)
 _MASK63 = (1 << 63) - 1
 
 
@@ -76,10 +77,16 @@ class VLLMSampler:
             raise GsmvError("sample.backend=vllm needs vLLM: pip install 'gsmv[vllm]' (CUDA GPUs only)") from None
         from transformers import AutoTokenizer
 
-        llm = vllm.LLM(model=model_dir, enable_prefix_caching=True, seed=seed,
-                       gpu_memory_utilization=gpu_memory_utilization, **llm_kwargs)
+        # One engine per process and model folder: the sample stages of a run (train, val, test, greedy) share
+        # it instead of each building a new LLM while the last one still holds its GPU memory. Sampling
+        # parameters and seeds travel with each request, so a shared engine gives the same samples.
+        key = (str(model_dir), seed, gpu_memory_utilization, tuple(sorted(llm_kwargs.items())))
+        if key not in _ENGINES:
+            _ENGINES.clear()  # another model (or settings): free the old engine first
+            _ENGINES[key] = vllm.LLM(model=model_dir, enable_prefix_caching=True, seed=seed,
+                                     gpu_memory_utilization=gpu_memory_utilization, **llm_kwargs)
         tok = AutoTokenizer.from_pretrained(model_dir)
-        return cls(llm, tok, params, vllm.SamplingParams)
+        return cls(_ENGINES[key], tok, params, vllm.SamplingParams)
 
     def _round_params(self, row: _Row, round_: int) -> Any:
         p = self.params

@@ -32,6 +32,7 @@ model is run_dir/verifier/final, loadable with gsmv.models.verifier.load_verifie
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -199,63 +200,27 @@ def make_loss_fn(vcfg: VerifierConfig):
 # ---------------------------------------------------------------- metrics
 
 
-def auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney, ties count half); NaN with one class only."""
-    labels = labels.astype(bool)
-    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores), dtype=np.float64)
-    sorted_scores = scores[order]
-    i = 0
-    while i < len(scores):  # average ranks over ties
-        j = i
-        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 10) -> float:
-    """Σ_b (n_b / n) · |accuracy_b − mean confidence_b| over equal-width probability bins."""
-    if len(probs) == 0:
-        return float("nan")
-    idx = np.minimum((probs * bins).astype(int), bins - 1)
-    err = 0.0
-    for b in range(bins):
-        sel = idx == b
-        if sel.any():
-            err += sel.mean() * abs(labels[sel].mean() - probs[sel].mean())
-    return float(err)
-
-
-def best_of_n(problem_ids: Sequence[str], scores: np.ndarray, labels: np.ndarray) -> float:
-    """Share of problems whose highest-scoring sample is correct (first sample wins ties)."""
-    best: dict[str, tuple[float, bool]] = {}
-    for pid, s, y in zip(problem_ids, scores, labels, strict=True):
-        if pid not in best or s > best[pid][0]:
-            best[pid] = (float(s), bool(y))
-    return sum(y for _, y in best.values()) / len(best) if best else float("nan")
-
-
 def val_metrics(problem_ids: Sequence[str], scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    labels = labels.astype(bool)
-    y = labels.astype(np.float64)
-    per_problem: dict[str, bool] = {}
-    for pid, ok in zip(problem_ids, labels, strict=True):
-        per_problem[pid] = per_problem.get(pid, False) or bool(ok)
+    """Validation metrics of the val samples' scores (the estimators of gsmv.metrics, as the evaluation uses;
+    NaN where undefined). val_best_of_n is best-of-N at N = each problem's own sample count, score ties split."""
+    from gsmv import metrics
+
+    labels = np.asarray(labels, dtype=bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    pids = np.asarray(problem_ids)
+    solved = {pid for pid, ok in zip(problem_ids, labels, strict=True) if ok}
+    n_problems = len(set(problem_ids))
+    pooled = metrics.auc(scores, labels)
     return {
-        "val_auc": auc(scores, labels),
-        "val_acc": float(((scores >= 0.5) == labels).mean()),
-        "val_ece": expected_calibration_error(scores, y),
-        "val_brier": float(((scores - y) ** 2).mean()),
-        "val_best_of_n": best_of_n(problem_ids, scores, labels),
-        "val_base_accuracy": float(y.mean()),
-        "val_coverage": sum(per_problem.values()) / len(per_problem),
+        "val_auc": float("nan") if pooled is None else pooled,
+        "val_acc": float(((scores >= 0.5) == labels).mean()) if labels.size else float("nan"),
+        "val_ece": metrics.expected_calibration_error(scores, labels),
+        "val_brier": metrics.brier(scores, labels),
+        "val_best_of_n": metrics.best_of_all(pids, scores, labels),
+        "val_base_accuracy": float(labels.mean()) if labels.size else float("nan"),
+        "val_coverage": len(solved) / n_problems if n_problems else float("nan"),
         "val_samples": float(len(labels)),
-        "val_problems": float(len(per_problem)),
+        "val_problems": float(n_problems),
     }
 
 
@@ -376,6 +341,7 @@ def main(cfg: RunConfig, *, on_step: Callable[[int], None] | None = None) -> dic
 
     problems = {split: load_split(cfg, split) for split in ("train", "val")}
 
+    @functools.cache
     def prompts_of(split: str) -> dict[str, list[int]]:
         return {p.id: prompt_ids(tok, p.question) for p in problems[split]}
 
@@ -407,7 +373,8 @@ def main(cfg: RunConfig, *, on_step: Callable[[int], None] | None = None) -> dic
         # The paper's equal mix: the original solutions, cycled (upsampled) to lm_ratio per value example.
         from gsmv.models.tokenizer import encode_solution
 
-        refs = [(prompts_of("train")[p.id], encode_solution(tok, p.solution)) for p in problems["train"]]
+        prompts = prompts_of("train")
+        refs = [(prompts[p.id], encode_solution(tok, p.solution)) for p in problems["train"]]
         train_ex += [make_lm_example(*refs[i % len(refs)], max_len=max_len)
                      for i in range(round(vcfg.lm_ratio * n_value))]
     val_ex = [make_example(r["prompt"], r["tokens"], r["label"], max_len=max_len, level=vcfg.level,
