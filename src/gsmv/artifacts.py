@@ -67,6 +67,14 @@ def read_json(path: str | Path) -> Any:
         raise GsmvError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
 
 
+def read_json_or_none(path: str | Path) -> Any:
+    """The file's JSON, or None when it is missing or not JSON (for optional or possibly damaged files)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, str, Any]]:
     """(0-based line index, "path:line", record) for each non-blank line; bad lines are one-line GsmvErrors.
 

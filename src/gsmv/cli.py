@@ -75,16 +75,17 @@ def _make_data(cfg, out: str) -> None:
     `data.source=local data.dir=OUT` reproduces the preset's problems exactly."""
     from pathlib import Path
 
+    from gsmv.artifacts import read_json
     from gsmv.data.tasks import record_data
 
     folder = Path(out)
     if folder.exists() and not folder.is_dir():
         raise GsmvError(f"{folder}: exists and is not a folder")
     record_data(cfg, folder)
-    info = folder / "info.json"
+    info = read_json(folder / "info.json")
     for split in ("train", "test"):
-        print(f"{folder / (split + '.jsonl')}: {sum(1 for _ in open(folder / (split + '.jsonl')))} problems")
-    print(f"{info}: source and content hashes")
+        print(f"{folder / (split + '.jsonl')}: {info[split]['problems']} problems")
+    print(f"{folder / 'info.json'}: source and content hashes")
 
 
 def main(argv: list[str] | None = None) -> int:

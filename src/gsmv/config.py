@@ -225,7 +225,7 @@ def _check(cfg: RunConfig) -> None:
             raise GsmvError(f"config key '{key}' is '{obj}': valid choices are {', '.join(choices)}")
     positive = ["sample.batch_size", "sample.max_new_tokens", "score.batch_size", "finetune.batch_size",
                 "verifier.batch_size", "finetune.grad_accum", "verifier.grad_accum", "sample.problems_per_shard",
-"finetune.log_every", "verifier.log_every"]
+                "finetune.log_every", "verifier.log_every"]
     for key in positive:
         sect, name = key.split(".")
         if getattr(getattr(cfg, sect), name) <= 0:

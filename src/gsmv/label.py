@@ -143,7 +143,8 @@ def main(cfg: RunConfig, splits: tuple[str, ...] = SPLITS, out: str = "labels.js
         if ref not in references:
             problems = load_split(cfg, ref)
             references[ref] = {p.id: p.answer for p in problems}
-            values[ref] = {p.id: reference_values(p) for p in problems}
+            if step_truth:
+                values[ref] = {p.id: reference_values(p) for p in problems}
         graded[split] = [grade_shard(p, references[ref], split, values[ref] if step_truth else None)
                          for p in shards]
     if not graded:

@@ -40,6 +40,7 @@ from gsmv.artifacts import (
     list_shards,
     os_error_message,
     read_json,
+    read_json_or_none,
     shard_path,
 )
 from gsmv.config import RunConfig, config_hash, to_dict, to_yaml
@@ -170,21 +171,14 @@ def _check_files(files: list[Path]) -> list[Damage]:
     for p in files:
         if not p.exists():
             out.append((None, f"{p} is missing"))
-        elif p.suffix == ".json" and not isinstance(_json_or_none(p), dict):
+        elif p.suffix == ".json" and not isinstance(read_json_or_none(p), dict):
             out.append((p, f"{p} is not a JSON object"))
     return out
 
 
-def _json_or_none(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def _listed_shards(folder: Path) -> list[Path]:
     """The shards a finished sample folder holds: done.json's count, else whatever is there."""
-    info = _json_or_none(folder / "done.json")
+    info = read_json_or_none(folder / "done.json")
     if isinstance(info, dict) and isinstance(info.get("shards"), int):
         return [shard_path(folder, i) for i in range(info["shards"])]
     return list_shards(folder)
@@ -197,7 +191,7 @@ def _check_samples(split: str) -> Callable[[RunPaths, RunConfig], list[Damage]]:
         folder = paths.samples(split)
         if not folder.is_dir():
             return [(None, f"{folder} is missing")]
-        info = _json_or_none(folder / "done.json")
+        info = read_json_or_none(folder / "done.json")
         try:
             shards, problems, n = (int(info[k]) for k in ("shards", "problems", "samples_per_problem"))
         except (TypeError, KeyError, ValueError):

@@ -1,6 +1,7 @@
-"""Tasks: where a run's problems come from, how a question becomes a prompt, and how a solution is graded.
+"""Tasks: where a run's problems come from, and whether their solutions' steps can be checked.
 
-Two tasks share GSM8K's record format, so every stage runs unchanged on either:
+Two tasks share GSM8K's record format (and so its prompt, gsmv.data.gsm8k.format_prompt, and its
+grading by final answer, gsmv.data.answers.is_correct), so every stage runs unchanged on either:
  - GSM8K (data.source auto | local | hf): a folder of jsonl, else the Hugging Face hub;
  - the synthetic task (data.source synth, gsmv.data.synth): generated from a seed, no download, and with
    step-level truth (every intermediate value is known, so a solution's reasoning can be checked).
@@ -18,16 +19,16 @@ import random
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from gsmv.artifacts import read_json_or_none
 from gsmv.config import RunConfig, SynthConfig
-from gsmv.data.answers import is_correct
 from gsmv.data.calculator import find_annotations
-from gsmv.data.gsm8k import Problem, format_prompt, load_hf, load_jsonl
+from gsmv.data.gsm8k import Problem, load_hf, load_jsonl
 from gsmv.data.synth import SynthSettings, generate
 from gsmv.errors import GsmvError
 
 SPLITS = ("train", "val", "test")
 
-__all__ = ["SPLITS", "Task", "format_prompt", "get_task", "load_split", "first_wrong_step", "data_fingerprint"]
+__all__ = ["SPLITS", "Task", "get_task", "load_split", "first_wrong_step", "data_fingerprint"]
 
 
 @dataclass(frozen=True)
@@ -37,12 +38,6 @@ class Task:
     # GSM8K problems can be solved along other paths, so its samples' steps are not checked.
     step_truth: bool
     where: str  # the data's origin, for logs and errors
-
-    def format_prompt(self, question: str) -> str:
-        return format_prompt(question)
-
-    def grade(self, completion: str, problem: Problem) -> bool:
-        return is_correct(completion, problem.answer)
 
 
 def _synth_settings(sy: SynthConfig, split: str) -> SynthSettings:
@@ -113,7 +108,19 @@ def _raw(cfg: RunConfig, task: Task, split: str) -> list[Problem]:
             looked = ", ".join(str(p) for p in _local_candidates(cfg))
             raise GsmvError(f"no GSM8K found: no train.jsonl/test.jsonl in {looked}, and the hub failed ({e}); "
                             "set data.dir to a GSM8K folder, or use data.source=synth") from None
-    return load_jsonl(Path(task.where) / f"{split}.jsonl", split)
+    path = Path(task.where) / f"{split}.jsonl"
+    try:
+        st = path.stat()
+    except OSError:
+        return load_jsonl(path, split)  # its error names the missing file
+    return _load_local(str(path), split, st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_local(path: str, split: str, mtime_ns: int, size: int) -> list[Problem]:
+    """A GSM8K file, parsed once per process while it is unchanged: a run reads its data for the checks,
+    the stage hashes, the run folder's copy and several stages (the file's stat is part of the key)."""
+    return load_jsonl(path, split)
 
 
 def split_val(train: list[Problem], val_size: int, seed: int) -> tuple[list[Problem], list[Problem]]:
@@ -144,13 +151,17 @@ def load_split(cfg: RunConfig, split: str) -> list[Problem]:
     limit = getattr(cfg.data, f"{split}_limit")
     if limit < 0:
         raise GsmvError(f"config key 'data.{split}_limit' is {limit}: it must be >= 0 (0 = all)")
-    return problems[:limit] if limit > 0 else problems
+    return problems[:limit] if limit > 0 else list(problems)  # a copy: the loaded lists are cached
 
 
 def data_fingerprint(cfg: RunConfig, split: str) -> str:
     """A hash of the content of the train or test problems: editing the data changes the stage hashes."""
+    return _fingerprint(_raw(cfg, get_task(cfg), split))
+
+
+def _fingerprint(problems: list[Problem]) -> str:
     h = hashlib.sha256()
-    for p in _raw(cfg, get_task(cfg), split):
+    for p in problems:
         h.update(p.question.encode())
         h.update(b"\0")
         h.update(p.solution.encode())
@@ -164,28 +175,22 @@ def record_data(cfg: RunConfig, folder: Path) -> None:
     from gsmv.artifacts import atomic_write_json, atomic_write_text
 
     task = get_task(cfg)
+    old = read_json_or_none(folder / "info.json")
+    old = old if isinstance(old, dict) else {}
     info = {"task": task.name, "source": task.where}
     for split in ("train", "test"):
-        fp = data_fingerprint(cfg, split)
-        info[split] = {"problems": len(_raw(cfg, task, split)), "content": fp}
+        problems = _raw(cfg, task, split)
+        fp = _fingerprint(problems)
+        info[split] = {"problems": len(problems), "content": fp}
         path = folder / f"{split}.jsonl"
-        old = (read_json_or_none(folder / "info.json") or {}).get(split, {})
-        if path.is_file() and old.get("content") == fp:
-            continue
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, "".join(to_jsonl(p) for p in _raw(cfg, task, split)))
+        if path.is_file() and (old.get(split) or {}).get("content") == fp:
+            continue  # already there (a resumed run)
+        atomic_write_text(path, "".join(to_jsonl(p) for p in problems))
     atomic_write_json(folder / "info.json", info)
 
 
 def to_jsonl(p: Problem) -> str:
     return json.dumps({"question": p.question, "answer": p.solution}, ensure_ascii=False) + "\n"
-
-
-def read_json_or_none(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def reference_values(problem: Problem) -> frozenset[str]:
