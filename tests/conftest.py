@@ -129,3 +129,14 @@ def tiny_gpt2_dir(tmp_path_factory, tiny_gpt2_tokenizer) -> Path:
 def tiny_cfg(tmp_path, tiny_data_dir) -> RunConfig:
     """A RunConfig for the tiny data and the "tiny" preset; run folder tmp_path/t. Tweak fields freely."""
     return load_config(None, [f"data.dir={tiny_data_dir}", f"out_dir={tmp_path}", "name=t", *TINY_OVERRIDES])
+
+
+@pytest.fixture(scope="session")
+def smoke_synth_run(tmp_path_factory) -> Path:
+    """A finished smoke-synth run folder (whole pipeline, tiny model): shared read-only by the tests that need a
+    trained generator and verifier; copy it before changing it."""
+    from gsmv import cli
+
+    out = tmp_path_factory.mktemp("smoke_synth")
+    assert cli.main(["run", "--config", "smoke-synth", f"out_dir={out}", "threads=2"]) == 0
+    return out / "smoke-synth"

@@ -212,6 +212,7 @@ class RunPaths:
         self.report_md = self.root / "report.md"
         self.report_html = self.root / "report.html"
         self.plots = self.root / "plots"
+        self.search = self.root / "search"  # value-guided search on test problems: shard-NNNNN.parquet, done.json
 
     def samples(self, split: str) -> Path:
         """split: train | val | test | test_greedy."""

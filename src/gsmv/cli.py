@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[list[str], str]] = {
     "label": (["label"], "grade samples by final answer; report coverage"),
     "train-verifier": (["train-verifier"], "train the verifier on labelled train samples"),
     "score": (["score"], "verifier values for every test sample"),
+    "search": (["search"], "value-guided step-level search on test problems (sets search.enabled=true)"),
     "evaluate": (["evaluate"], "test@1, pass@k, best-of-N and voting with 95%% CIs → results.json"),
     "report": (["report"], "plots, report.md and the report.html viewer"),
 }
@@ -50,6 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("make-data", help="write the preset's train.jsonl and test.jsonl (GSM8K format) to a folder")
     _add_common(p)
     p.add_argument("--out", required=True, metavar="DIR", help="folder to write train.jsonl and test.jsonl into")
+    p = sub.add_parser("solve", help="answer new questions with a trained run's generator and verifier")
+    p.add_argument("questions", nargs="*", metavar="QUESTION", help="questions (default: --file, else stdin, one per line)")
+    p.add_argument("--run", required=True, metavar="RUN_DIR", help="a run folder with a generator and a verifier")
+    p.add_argument("--strategy", default="best-of-n", choices=["best-of-n", "vote", "top-k", "search"])
+    p.add_argument("--n", type=int, default=None, help="samples per question (default: the run's sample.n_test)")
+    p.add_argument("--k", type=int, default=None, help="top-k: how many top-valued samples vote (default: N/4)")
+    p.add_argument("--beams", type=int, default=None, help="search: beams kept (default: the largest of search.beams)")
+    p.add_argument("--file", metavar="JSONL", help="questions from a jsonl file (objects with a 'question')")
+    p.add_argument("--json", action="store_true", help="one JSON object per question")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: the run's setting)")
     for name, (_, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_)
         _add_common(p)
@@ -94,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         args = parser.parse_args(["run", *(argv or [])])
     try:
+        if args.command == "solve":
+            from gsmv import solve
+
+            return solve.main(args)
         if args.command == "evaluate" and args.reference:
             from gsmv.evaluate import evaluate_reference, format_table
 
@@ -103,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         from gsmv.config import load_config
         from gsmv.runtime import setup_threads
 
-        cfg = load_config(args.config, args.overrides)
+        overrides = list(args.overrides) + (["search.enabled=true"] if args.command == "search" else [])
+        cfg = load_config(args.config, overrides)
         setup_threads(cfg)
         if args.command == "make-data":
             _make_data(cfg, args.out)

@@ -143,6 +143,24 @@ class ScoreConfig:
 
 
 @dataclass
+class SearchConfig:
+    """Value-guided step-level search at test time (gsmv.search), run for each beam count in `beams`."""
+
+    enabled: bool = False
+    beams: list[int] = field(default_factory=lambda: [1, 2, 4])  # K values to compare
+    expansions: int = 4  # M: next lines per open beam (K·M from the empty solution)
+    max_steps: int = 12  # solution lines at most
+    step_tokens: int = 64  # tokens per line at most (sample.max_new_tokens bounds the whole solution)
+    temperature: float = 0.7
+    top_p: float = 1.0
+    pick: str = "value"  # value (the best ended beam) | vote (the answer most ended beams give)
+    seed: int = 0
+    problems: int = 0  # the first P test problems (0 = all): search costs more per problem than sampling
+    problems_per_shard: int = 16
+    batch_size: int = 256  # sampler rows decoded together (speed only)
+
+
+@dataclass
 class EvaluateConfig:
     bootstrap: int = 1000  # resamples of problems for 95% confidence intervals
     seed: int = 0
@@ -173,6 +191,7 @@ class RunConfig:
     sample: SampleConfig = field(default_factory=SampleConfig)
     verifier: VerifierConfig = field(default_factory=VerifierConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
 
@@ -194,6 +213,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "verifier.init": ("generator", "base"),
     "verifier.lm_data": ("reference", "samples"),
     "verifier.labels": ("outcome", "process"),
+    "search.pick": ("value", "vote"),
     "device": ("auto", "cpu", "cuda"),
 }
 
@@ -225,7 +245,8 @@ def _check(cfg: RunConfig) -> None:
             raise GsmvError(f"config key '{key}' is '{obj}': valid choices are {', '.join(choices)}")
     positive = ["sample.batch_size", "sample.max_new_tokens", "score.batch_size", "finetune.batch_size",
                 "verifier.batch_size", "finetune.grad_accum", "verifier.grad_accum", "sample.problems_per_shard",
-                "finetune.log_every", "verifier.log_every"]
+                "finetune.log_every", "verifier.log_every", "search.expansions", "search.max_steps",
+                "search.step_tokens", "search.problems_per_shard", "search.batch_size"]
     for key in positive:
         sect, name = key.split(".")
         if getattr(getattr(cfg, sect), name) <= 0:
@@ -250,6 +271,10 @@ def _check(cfg: RunConfig) -> None:
     if cfg.verifier.labels == "process" and cfg.data.source != "synth":
         raise GsmvError("config key 'verifier.labels' is 'process': step-level labels need a task with "
                         "step-level truth (data.source=synth)")
+    if not cfg.search.beams or any(k <= 0 for k in cfg.search.beams) or cfg.search.problems < 0:
+        raise GsmvError("config key 'search.beams' must list beam counts > 0 (and 'search.problems' be >= 0)")
+    if cfg.search.temperature < 0 or not 0.0 < cfg.search.top_p <= 1.0:
+        raise GsmvError("config keys 'search.temperature' >= 0 and 'search.top_p' in (0, 1] are required")
     if cfg.sample.temperature < 0:
         raise GsmvError("config key 'sample.temperature' must be >= 0")
     if not 0.0 < cfg.sample.top_p <= 1.0:

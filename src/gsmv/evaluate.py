@@ -56,6 +56,13 @@ results.json (schema_version 2; every accuracy is a fraction in [0, 1] rounded t
                      stopped at EOS (null if unknown), "mean_tokens": float|null,
                      "greedy_answered": float|null}}
 
+"budget" (only when value-guided search ran, search.enabled): accuracy against generated tokens per
+problem on the test problems search ran on (see budget()):
+
+    {"problems": int, "unit": str, "strategies": {name: {"param": "N" | "K", "x": [int], "tokens": [float],
+     "scored_tokens": [float|null], "value": [float], "ci_low": [...], "ci_high": [...]}}}
+        names: "greedy", "majority_vote", "best_of_n" (x = N samples), "search" (x = K beams)
+
 Schema 1 differed in "majority_subsets" (majority vote over N < n was averaged over that many
 random subsets; vote ties went to the answer seen first) and had no step-level metrics.
 
@@ -74,7 +81,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from gsmv.artifacts import RunPaths, atomic_write_json, iter_jsonl, list_shards
+from gsmv.artifacts import RunPaths, atomic_write_json, iter_jsonl, list_shards, read_json_or_none
 from gsmv.config import RunConfig
 from gsmv.errors import GsmvError
 from gsmv.metrics import (  # noqa: F401 - re-exported: evaluate's estimators, as callers know them
@@ -423,6 +430,99 @@ def compute(data: EvalData, *, bootstrap: int = 1000, seed: int = 0, steps_ok: n
     }
 
 
+def budget(data: EvalData, search: pa.Table, *, prompt_lens: dict[str, int] | None = None,
+           bootstrap: int = 1000, seed: int = 0) -> dict:
+    """Accuracy against generated tokens per problem, every strategy on the problems search ran on.
+
+    The cost of N samples of a problem is N times the mean length of its n samples (the expectation over
+    N-subsets, like the accuracies); search's is what it generated (gsmv.search). Scored tokens: what the
+    verifier read (prompt + solution + EOS of each sample; search counts its own). CIs: paired bootstrap
+    over these problems, as in compute()."""
+    index = {p.id: i for i, p in enumerate(data.problems)}
+    pids = search.column("problem_id").to_pylist()
+    ks = search.column("beams").to_pylist()
+    unknown = sorted({pid for pid in pids if pid not in index})
+    if unknown:
+        raise GsmvError(f"search: problem_id '{unknown[0]}' is not in the test split")
+    sub = sorted({index[pid] for pid in pids})
+    col = {c: search.column(c).to_pylist() for c in ("is_correct", "generated_tokens", "scored_tokens")}
+    beams = sorted(set(ks))
+    by = {(index[pid], k): r for r, (pid, k) in enumerate(zip(pids, ks, strict=True))}
+    missing = [(data.problems[p].id, k) for p in sub for k in beams if (p, k) not in by]
+    if missing:
+        raise GsmvError(f"search: problem {missing[0][0]} has no result for {missing[0][1]} beams")
+    n = data.n
+    if "n_tokens" not in data.samples.column_names:
+        raise GsmvError("budget: the test samples have no n_tokens column")
+    ntok = np.asarray(data.samples.column("n_tokens").to_numpy(zero_copy_only=False), dtype=np.float64)
+    lengths = ntok[data.sample_rows[sub]]  # [P_s, n]
+    fin = (np.asarray(data.samples.column("finished").fill_null(False).to_numpy(zero_copy_only=False), dtype=float)
+           [data.sample_rows[sub]] if "finished" in data.samples.column_names else np.zeros_like(lengths))
+    prompt = (np.array([prompt_lens[data.problems[p].id] for p in sub], dtype=float)[:, None]
+              if prompt_lens is not None else None)
+    correct = data.correct[sub]
+    rows: list[np.ndarray] = []
+    points: list[tuple[str, int, float, float | None]] = []  # (strategy, N or K, tokens, scored tokens)
+
+    def add(name: str, x: int, v: np.ndarray, tokens: float, scored: float | None) -> None:
+        rows.append(np.asarray(v, dtype=np.float64))
+        points.append((name, x, tokens, scored))
+
+    grid = power_grid(n)
+    mean_len = lengths.mean(axis=1)
+    read = (prompt + lengths + fin).mean(axis=1) if prompt is not None else None
+    if data.greedy_correct is not None and data.greedy is not None and "n_tokens" in data.greedy.column_names:
+        g = np.asarray(data.greedy.column("n_tokens").to_numpy(zero_copy_only=False), dtype=float)
+        add("greedy", 1, data.greedy_correct[sub], float(g[data.greedy_rows[sub]].mean()), None)
+    codes, code_correct = encode_answers([data.answers[p] for p in sub], correct)
+    for N, v in zip(grid, majority_vote_at(codes, code_correct, grid), strict=True):
+        add("majority_vote", N, v, float(N * mean_len.mean()), None)
+    if data.scores is not None:
+        for N, v in zip(grid, best_of_n(data.scores[sub], correct, grid), strict=True):
+            add("best_of_n", N, v, float(N * mean_len.mean()), float(N * read.mean()) if read is not None else None)
+    for k in beams:
+        rs = [by[(p, k)] for p in sub]
+        add("search", k, np.array([bool(col["is_correct"][r]) for r in rs]),
+            float(np.mean([col["generated_tokens"][r] for r in rs])), float(np.mean([col["scored_tokens"][r] for r in rs])))
+    values = np.stack(rows)
+    point = values.mean(axis=1)
+    lo, hi = bootstrap_ci(values, bootstrap, seed)
+    out: dict[str, dict] = {}
+    for i, (name, x, tokens, scored) in enumerate(points):
+        cur = out.setdefault(name, {"param": "K" if name == "search" else "N", "x": [], "tokens": [],
+                                    "scored_tokens": [], "value": [], "ci_low": [], "ci_high": []})
+        m = _metric(point[i], lo[i], hi[i])
+        cur["x"].append(int(x))
+        cur["tokens"].append(round(tokens, 2))
+        cur["scored_tokens"].append(None if scored is None else round(scored, 2))
+        for key in ("value", "ci_low", "ci_high"):
+            cur[key].append(m[key])
+    return {"problems": len(sub), "unit": "generated tokens per problem (mean)", "strategies": out}
+
+
+def _search_table(cfg: RunConfig) -> pa.Table | None:
+    """The search stage's results when it finished (done.json), whether or not this config enables it: `gsmv
+    search` then `gsmv evaluate` compares them; done.json records the settings they were made with."""
+    folder = RunPaths(cfg.run_dir).search
+    if not (folder / "done.json").is_file() or not list_shards(folder):
+        return None
+    table, _, _ = _read_folder(folder, ["problem_id", "beams", "is_correct", "generated_tokens", "scored_tokens"])
+    return table
+
+
+def _prompt_lens(cfg: RunConfig, problems: list) -> dict[str, int] | None:
+    """Prompt token counts as the verifier reads them (gsmv.models.verifier.prompt_ids); None without a verifier."""
+    folder = RunPaths(cfg.run_dir).verifier_final
+    if not (folder / "tokenizer_config.json").is_file():
+        return None
+    from transformers import AutoTokenizer
+
+    from gsmv.models.verifier import prompt_ids
+
+    tok = AutoTokenizer.from_pretrained(folder)
+    return {p.id: len(prompt_ids(tok, p.question)) for p in problems}
+
+
 def main(cfg: RunConfig) -> dict:
     """Evaluate cfg's run folder; write run_dir/results.json (main process only); return the results."""
     from accelerate import PartialState
@@ -430,9 +530,16 @@ def main(cfg: RunConfig) -> dict:
     from gsmv.data.tasks import get_task
 
     steps = get_task(cfg).step_truth  # the synthetic task knows every intermediate value
-    data = load_run(cfg, sample_columns=["text"] if steps else ())
+    data = load_run(cfg, sample_columns=["text"] if steps else (), greedy_columns=["n_tokens"])
     results = {"run": cfg.name, **compute(data, bootstrap=cfg.evaluate.bootstrap, seed=cfg.evaluate.seed,
                                           steps_ok=step_truth(data) if steps else None)}
+    search = _search_table(cfg)
+    if search is not None:
+        searched = {pid for pid in search.column("problem_id").to_pylist()}
+        lens = _prompt_lens(cfg, [p for p in data.problems if p.id in searched])
+        results["budget"] = budget(data, search, prompt_lens=lens, bootstrap=cfg.evaluate.bootstrap,
+                                   seed=cfg.evaluate.seed)
+        results["budget"]["search_settings"] = read_json_or_none(RunPaths(cfg.run_dir).search / "done.json")
     if PartialState().is_main_process:
         atomic_write_json(RunPaths(cfg.run_dir).results, results)
     return results
@@ -523,4 +630,11 @@ def format_table(results: dict) -> str:
         if cur:
             pts = "  ".join(f"{x}:{pct(v)}" for x, v in zip(cur["x"], cur["value"], strict=True))
             lines.append(f"  {title:<13} {pts}")
+    b = results.get("budget")
+    if b:
+        lines.append(f"  equal budget ({b['problems']} problems; accuracy at generated tokens per problem):")
+        for name, cur in b["strategies"].items():
+            pts = "  ".join(f"{cur['param']}={x} {t:.0f}tok:{pct(v)}"
+                            for x, t, v in zip(cur["x"], cur["tokens"], cur["value"], strict=True))
+            lines.append(f"    {name:<13} {pts}")
     return "\n".join(lines)

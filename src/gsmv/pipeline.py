@@ -84,6 +84,40 @@ def _score(cfg: RunConfig) -> Any:
     return score.main(cfg, "test")
 
 
+def _search(cfg: RunConfig) -> Any:
+    from gsmv import search
+
+    return search.main(cfg)
+
+
+def _search_keys(cfg: RunConfig) -> dict:
+    from gsmv.data.tasks import data_fingerprint
+
+    sc = {k: v for k, v in to_dict(cfg.search).items() if k not in ("enabled", "batch_size")}
+    return {"search": sc, "max_new_tokens": cfg.sample.max_new_tokens, "calculator": cfg.sample.calculator,
+            "limit": cfg.data.test_limit, "test_content": data_fingerprint(cfg, "test")}
+
+
+def _check_search(paths: RunPaths, cfg: RunConfig) -> list[Damage]:
+    """Every shard done.json counts is readable and holds (its problems) x (beam counts) rows."""
+    folder = paths.search
+    info = read_json_or_none(folder / "done.json")
+    try:
+        shards, problems, beams = int(info["shards"]), int(info["problems"]), len(info["beams"])
+    except (TypeError, KeyError, ValueError):
+        return [(None, f"{folder / 'done.json'} is missing or damaged")]
+    per = cfg.search.problems_per_shard
+    out: list[Damage] = []
+    for i in range(shards):
+        p = shard_path(folder, i)
+        rows, want = _parquet_rows(p), min(per, problems - i * per) * beams
+        if not p.exists():
+            out.append((None, f"{p} is missing"))
+        elif rows != want:
+            out.append((p, f"{p} is not readable Parquet" if rows is None else f"{p} holds {rows} rows, not {want}"))
+    return out
+
+
 def _evaluate(cfg: RunConfig) -> Any:
     from gsmv import evaluate
 
@@ -306,7 +340,8 @@ STAGES: list[Stage] = [
           ("sample-test", "sample-test-greedy"), lambda p: [p.root / "labels-test.json"], cheap=True, main_only=True),
     Stage("score", _score, lambda c: {"score": to_dict(c.score)}, ("train-verifier", "sample-test"),
           lambda p: [p.scores("test")], check=_check_scores("test")),
-    Stage("evaluate", _evaluate, lambda c: {"evaluate": to_dict(c.evaluate)}, ("score", "label-test"),
+    Stage("search", _search, _search_keys, ("train-verifier",), lambda p: [p.search], check=_check_search),
+    Stage("evaluate", _evaluate, lambda c: {"evaluate": to_dict(c.evaluate)}, ("score", "label-test", "search"),
           lambda p: [p.results], cheap=True, main_only=True),
     Stage("report", _report, lambda c: {"report": to_dict(c.report)}, ("evaluate",),
           lambda p: [p.report_md, p.report_html], cheap=True, main_only=True,
@@ -315,7 +350,7 @@ STAGES: list[Stage] = [
 STAGE_NAMES = [s.name for s in STAGES]
 _BY_NAME = {s.name: s for s in STAGES}
 TRAIN_STAGES = ("finetune", "sample-train", "sample-val", "label", "train-verifier")  # read the train split
-TEST_STAGES = ("sample-test", "sample-test-greedy", "label-test", "score", "evaluate")  # read the test split
+TEST_STAGES = ("sample-test", "sample-test-greedy", "label-test", "score", "search", "evaluate")  # read the test split
 LOCK_FILE = ".gsmv.lock"
 
 
@@ -330,6 +365,8 @@ def enabled_stages(cfg: RunConfig) -> list[str]:
     names = list(STAGE_NAMES)
     if not cfg.sample.greedy_test:
         names.remove("sample-test-greedy")
+    if not cfg.search.enabled:
+        names.remove("search")
     if cfg.sample.n_val <= 0 or cfg.data.val_size == 0:
         names.remove("sample-val")  # no val problems or samples: the verifier trains without validation
     return names

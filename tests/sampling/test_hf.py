@@ -304,3 +304,30 @@ def test_fast_engine_other_llama_families(family):
             torch.testing.assert_close(logits, full, atol=1e-4, rtol=1e-4)
             for i, r in enumerate(rows):
                 r.append(int(logits[i].argmax()))
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_stop_at_newline_ends_a_sample_at_its_first_step(tiny_llama, fast):
+    # Step-level search (gsmv.search) samples one line at a time. Noise is per (seed, token index), so a
+    # step-mode sample is exactly the full sample cut after its first newline token.
+    model, tok = tiny_llama
+    nl = tok.encode("\n", add_special_tokens=False)[-1]
+    probe = HFSampler(model, tok, SamplingParams(temperature=1.0, max_new_tokens=16, calculator=False), batch_size=8)
+    counts = np.bincount([t for s in probe.generate(requests(tok, 3, 2)) for t in s.tokens], minlength=len(tok))
+    m = copy.deepcopy(model)
+    with torch.no_grad():  # give the newline the logits of the most sampled token, so steps end often
+        m.get_output_embeddings().weight[nl] = m.get_output_embeddings().weight[int(counts.argmax())]
+    params = SamplingParams(temperature=1.0, max_new_tokens=24, calculator=True)
+    reqs = requests(tok, n_problems=5, n=3)
+    full = by_key(HFSampler(m, tok, params, batch_size=4, fast=fast).generate(reqs))
+    step_params = SamplingParams(temperature=1.0, max_new_tokens=24, calculator=True, stop_at_newline=True)
+    steps = by_key(HFSampler(m, tok, step_params, batch_size=4, fast=fast).generate(reqs))
+    cut = 0
+    for k, s in full.items():
+        ends = [i for i, t in enumerate(s.tokens) if "\n" in tok.decode([t]) and not s.forced[i]]
+        if ends:
+            cut += 1
+            assert steps[k].tokens == s.tokens[:ends[0] + 1] and not steps[k].finished
+        else:
+            assert steps[k].tokens == s.tokens and steps[k].finished == s.finished
+    assert 0 < cut < len(full)  # both cases happened

@@ -139,6 +139,29 @@ def test_one_engine_is_reused_across_sample_stages(monkeypatch, tmp_path, tiny_t
     assert s3.engine is not s1.engine and len(built) == 2 and len(gv._ENGINES) == 1
 
 
+
+def test_each_rank_gets_its_own_engine_on_its_device(monkeypatch, tmp_path, tiny_tokenizer):
+    # Data-parallel sampling under torchrun: the external-launcher executor (one worker in this process, on
+    # LOCAL_RANK's GPU) instead of vLLM's default, which would stack every rank's engine on GPU 0.
+    import sys
+    import types
+
+    from gsmv.sampling import vllm as gv
+
+    built = []
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=lambda **kw: built.append(kw),
+                                                                   SamplingParams=dict))
+    monkeypatch.setattr(gv, "_ENGINES", {})
+    tiny_tokenizer.save_pretrained(tmp_path / "a")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    VLLMSampler.from_pretrained(str(tmp_path / "a"), SamplingParams())
+    assert "distributed_executor_backend" not in built[-1]
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    VLLMSampler.from_pretrained(str(tmp_path / "a"), SamplingParams())
+    assert built[-1]["distributed_executor_backend"] == "external_launcher"
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is None or not torch.cuda.is_available(),
                     reason="needs vLLM and a CUDA GPU")
@@ -161,3 +184,16 @@ def test_real_vllm_greedy_matches_hf(tmp_path, tiny_tokenizer):
     # float32 on both; allow a rare near-tie flip late in a sequence but not wholesale disagreement
     same = sum(got[k][:8] == want[k][:8] for k in got)
     assert same >= 3
+
+
+def test_stop_at_newline_same_records_as_the_hf_sampler(tiny_tokenizer):
+    """One solution step per request (step-level search): both backends stop after the newline token."""
+    tok = tiny_tokenizer
+    policy, reqs, newline = setup(tok, scripts(tok))
+    params = SamplingParams(temperature=0.0, max_new_tokens=64, calculator=True, stop_at_newline=True)
+    got = {s.problem_id: s for s in VLLMSampler(FakeLLM(tok, policy, newline), tok, params, FakeParams).generate(reqs)}
+    want = {s.problem_id: s for s in HFSampler(ScriptedLM(len(tok), policy, newline), tok, params,
+                                               batch_size=2).generate(reqs)}
+    assert got == want
+    assert got["forced"].text == "There are 5*3 = <<5*3=15>>15 coins.\n" and not got["forced"].finished
+    assert got["forced"].calc_calls == 1 and got["plain"].text == "No sums here.\n"

@@ -175,6 +175,11 @@ def test_val_metrics_use_the_shared_estimators():
     assert m["val_acc"] == 0.75 and m["val_auc"] == pytest.approx(0.75) and m["val_problems"] == 2
     assert m["val_ece"] == pytest.approx(0.25 * (0.1 + 0.65 + 0.4 + 0.2)) and m["val_samples"] == 4
     assert m["val_brier"] == pytest.approx(np.mean((s - y) ** 2))
+    # Within-problem AUC: only problems with both labels count, and a problem's scores are compared only
+    # with each other (pooled, 0.9 > 0.8 would count; within, c ranks its right sample last).
+    m = tv.val_metrics(["c", "c", "d", "d", "e"], np.array([0.9, 0.8, 0.1, 0.2, 0.5]),
+                       np.array([0, 1, 0, 1, 1], dtype=bool))
+    assert m["val_auc_within"] == pytest.approx(0.5)
     # Best-of-N splits score ties (the first sample does not win them); problems may have different counts.
     m = tv.val_metrics(["a", "a", "a", "b"], np.array([0.9, 0.9, 0.1, 0.2]), np.array([1, 0, 1, 0], dtype=bool))
     assert m["val_best_of_n"] == 0.25 and m["val_problems"] == 2

@@ -163,6 +163,20 @@ def build_markdown(cfg: RunConfig, results: dict, reference: dict | None, plots:
             lines += [f"![top-k voting]({rel['top_k']})", ""]
         lines += ["The k samples the verifier ranks highest vote on the final answer.", "",
                   _curve_table(results, [("top_k_voting", "top-k voting")], "k"), ""]
+    if results.get("budget"):
+        bud = results["budget"]
+        lines += ["## Equal-budget comparison (value-guided search)", ""]
+        if rel.get("budget"):
+            lines += [f"![accuracy vs generated tokens]({rel['budget']})", ""]
+        lines += [f"On the first {bud['problems']} test problems. Tokens: generated per problem (mean); for N "
+                  "samples, N times the mean sample length. Scored: tokens the verifier read.", ""]
+        rows = []
+        for name, cur in bud["strategies"].items():
+            for i, x in enumerate(cur["x"]):
+                sc = cur["scored_tokens"][i]
+                rows.append([name, f"{cur['param']}={x}", f"{cur['tokens'][i]:.0f}", "" if sc is None else f"{sc:.0f}",
+                             f"{pct(cur['value'][i])} [{pct(cur['ci_low'][i])}, {pct(cur['ci_high'][i])}]"])
+        lines += [_md_table(["strategy", "setting", "generated tokens", "scored tokens", "accuracy [95% CI]"], rows), ""]
     if rel.get("scores"):
         lines += ["## Verifier scores", "", f"![score histogram]({rel['scores']})", ""]
     lines += ["## Training curves", ""]
@@ -221,6 +235,7 @@ def main(cfg: RunConfig) -> dict:
         "training": plots.plot_training(read_metrics(paths.metrics), paths.plots / "training.png"),
         "compare": plots.plot_compare({k: r for k, (_, r) in runs.items()}, paths.plots / "compare.png")
         if len(runs) > 1 else None,
+        "budget": plots.plot_budget(results, paths.plots / "budget.png") if results.get("budget") else None,
     }
     atomic_write_text(paths.report_md, build_markdown(cfg, results, reference, written, runs))
 

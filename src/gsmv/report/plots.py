@@ -102,6 +102,32 @@ def plot_top_k(results: Mapping, path: str | Path) -> Path:
     return _save(fig, path)
 
 
+def plot_budget(results: Mapping, path: str | Path) -> Path:
+    """Accuracy against generated tokens per problem: voting and best-of-N at each N, value-guided search at each
+    K, greedy (results["budget"], on the problems search ran on)."""
+    fig, (ax,) = _figure()
+    b = results["budget"]
+    styles = {"majority_vote": ("majority vote over N", COLORS["majority_vote"], "^"),
+              "best_of_n": ("verifier best-of-N", COLORS["best_of_n"], "o"),
+              "search": ("value-guided search (K beams)", "tab:orange", "D"),
+              "greedy": ("greedy", COLORS["test@1"], "s")}
+    for name, cur in b["strategies"].items():
+        label, color, marker = styles.get(name, (name, None, "o"))
+        x = np.asarray(cur["tokens"], dtype=float)
+        y, lo, hi = _pct(cur["value"]), _pct(cur["ci_low"]), _pct(cur["ci_high"])
+        ax.errorbar(x, y, yerr=[y - lo, hi - y], marker=marker, ms=4, lw=1.4, capsize=2, label=label, color=color)
+        if name == "search":
+            for xi, yi, k in zip(x, y, cur["x"], strict=True):
+                ax.annotate(f"K={k}", (xi, yi), textcoords="offset points", xytext=(4, -10), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("generated tokens per problem (log scale)")
+    ax.set_ylabel("% of test problems solved")
+    ax.set_title(f"{results.get('run', '')}: accuracy at equal cost ({b['problems']} problems)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
 def _num(rec: Mapping, *keys: str) -> float | None:
     for k in keys:
         v = rec.get(k)

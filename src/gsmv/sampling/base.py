@@ -45,6 +45,9 @@ class SamplingParams:
     calculator: bool = True
     # Benchmarks only: never stop at EOS, so every method decodes exactly max_new_tokens.
     ignore_eos: bool = False
+    # Stop a row after a generated token that contains a newline (kept in the output, `finished` False):
+    # one solution step per request, for step-level search (gsmv.search).
+    stop_at_newline: bool = False
 
 
 @dataclass
@@ -252,6 +255,15 @@ class Calculator:
                 return Forcing(self._encode(rest) if rest else [])
             return Forcing(self._encode(piece[: j + 1] + target), replace_last=True)
         return None
+
+
+def newline_table(tokenizer: Any, vocab_size: int | None = None) -> list[bool]:
+    """Per token id: does its text contain a newline (what ends a solution step)."""
+    n = max(len(tokenizer), vocab_size or 0)
+    out = [False] * n
+    for i in range(len(tokenizer)):
+        out[i] = "\n" in decode(tokenizer, [i])
+    return out
 
 
 def make_sample(request: Request, tokens: list[int], forced: list[bool], calc_calls: int, finished: bool,

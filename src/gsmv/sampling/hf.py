@@ -57,6 +57,7 @@ from gsmv.sampling.base import (
     choose_tokens,
     eos_ids,
     make_sample,
+    newline_table,
     uniform_noise,
 )
 
@@ -710,6 +711,7 @@ class HFSampler:
         self.eos = eos_ids(tokenizer, model)
         vocab = model.get_output_embeddings().weight.shape[0] if model.get_output_embeddings() is not None else None
         self.calculator = Calculator(tokenizer, vocab) if params.calculator else None
+        self.newline = newline_table(tokenizer, vocab) if params.stop_at_newline else None
         self.stats = SamplerStats()
 
     def _engine(self) -> LlamaEngine | GenericEngine:
@@ -789,6 +791,8 @@ class HFSampler:
                 row.next_input = row.tokens[-1]
                 if len(row.tokens) >= p.max_new_tokens:
                     done.append((i, False))
+                elif self.newline is not None and not row.queue and self.newline[row.tokens[-1]]:
+                    done.append((i, False))  # end of a step (stop_at_newline)
             out = []
             # Highest slot first, so moving the last row into a hole never moves a finished row.
             with torch.inference_mode():

@@ -18,6 +18,7 @@ tests drive this logic with a fake engine.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
@@ -80,6 +81,12 @@ class VLLMSampler:
         # One engine per process and model folder: the sample stages of a run (train, val, test, greedy) share
         # it instead of each building a new LLM while the last one still holds its GPU memory. Sampling
         # parameters and seeds travel with each request, so a shared engine gives the same samples.
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            # Under torchrun / accelerate launch every rank samples its own shards with its own engine. vLLM's
+            # default executor would put every rank's engine on the first GPU; the external-launcher executor
+            # makes one in-process worker on this rank's device (LOCAL_RANK), as TRL's colocated vLLM does.
+            # Not yet run on a multi-GPU machine.
+            llm_kwargs.setdefault("distributed_executor_backend", "external_launcher")
         key = (str(model_dir), seed, gpu_memory_utilization, tuple(sorted(llm_kwargs.items())))
         if key not in _ENGINES:
             _ENGINES.clear()  # another model (or settings): free the old engine first
@@ -99,8 +106,9 @@ class VLLMSampler:
         if p.temperature > 0:
             kw["top_p"] = p.top_p
             kw["seed"] = round_seed(row.req.seed, round_)
-        if self.calculator is not None:
-            kw["stop"] = [STOP]
+        stops = ([STOP] if self.calculator is not None else []) + (["\n"] if p.stop_at_newline else [])
+        if stops:
+            kw["stop"] = stops
             kw["include_stop_str_in_output"] = True
         return self.make_params(**kw)
 
@@ -121,6 +129,9 @@ class VLLMSampler:
         self.stats.generated += len(new)
         if eos_hit:
             row.finished = row.done = True
+            return
+        if self.params.stop_at_newline and c.finish_reason == "stop" and c.stop_reason == "\n" and new:
+            row.done = True  # the end of one solution step
             return
         if (c.finish_reason == "stop" and c.stop_reason is not None and self.calculator is not None and new
                 and len(row.tokens) < self.params.max_new_tokens):

@@ -202,7 +202,7 @@ def make_loss_fn(vcfg: VerifierConfig):
 
 def val_metrics(problem_ids: Sequence[str], scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """Validation metrics of the val samples' scores (the estimators of gsmv.metrics, as the evaluation uses;
-    NaN where undefined). val_best_of_n is best-of-N at N = each problem's own sample count, score ties split."""
+    NaN where undefined). val_auc_within is the mean AUC within problems that have both labels. val_best_of_n is best-of-N at N = each problem's own sample count, score ties split."""
     from gsmv import metrics
 
     labels = np.asarray(labels, dtype=bool)
@@ -211,8 +211,15 @@ def val_metrics(problem_ids: Sequence[str], scores: np.ndarray, labels: np.ndarr
     solved = {pid for pid, ok in zip(problem_ids, labels, strict=True) if ok}
     n_problems = len(set(problem_ids))
     pooled = metrics.auc(scores, labels)
+    groups: dict[str, list[int]] = {}
+    for i, pid in enumerate(problem_ids):
+        groups.setdefault(pid, []).append(i)
+    within = metrics.auc_within([scores[ix] for ix in groups.values()], [labels[ix] for ix in groups.values()])
     return {
         "val_auc": float("nan") if pooled is None else pooled,
+        # Ranking samples of one problem is the verifier's job; pooled AUC also rewards knowing which
+        # problems are hard, which best-of-N cannot use.
+        "val_auc_within": float("nan") if within is None else within,
         "val_acc": float(((scores >= 0.5) == labels).mean()) if labels.size else float("nan"),
         "val_ece": metrics.expected_calibration_error(scores, labels),
         "val_brier": metrics.brier(scores, labels),

@@ -1,0 +1,105 @@
+"""A baseline for the verifier: rank each problem's samples by the generator's own log-likelihood.
+
+    python benchmarks/bench_likelihood_ranking.py --run runs/synth --split test --problems 500
+
+Scores every sample of the first K problems of samples/<split> with the run's generator (generator/final):
+the sum and the mean log-probability of the tokens the generator chose (calculator-forced tokens excluded,
+EOS included for finished samples). Prints, for each ranking and for the run's verifier scores when the
+split is test (scores/test), the pooled and within-problem AUC and best-of-N at N = 1, 4, 16, n (gsmv.metrics,
+exact over N-subsets, score ties split). A verifier that does not beat its own generator's likelihood has not
+learned to check solutions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+
+import numpy as np
+import torch
+
+from gsmv.artifacts import RunPaths, read_shards
+from gsmv.config import load_config
+from gsmv.data.tasks import load_split
+from gsmv.metrics import auc, auc_within, best_of_n
+from gsmv.models.loading import load_model_and_tokenizer
+from gsmv.models.verifier import prompt_ids, solution_ids
+
+
+@torch.inference_mode()
+def loglik(model, seqs: list[list[int]], starts: list[int], keep: list[list[bool]], pad: int, batch: int = 64):
+    """(sum, mean) log-probability of seq[start:] under the model, over the positions where keep is True."""
+    out = [(0.0, 0.0)] * len(seqs)
+    order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
+    for b in range(0, len(order), batch):
+        idx = order[b:b + batch]
+        width = max(len(seqs[i]) for i in idx)
+        ids = torch.full((len(idx), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for j, i in enumerate(idx):
+            ids[j, :len(seqs[i])] = torch.tensor(seqs[i])
+            mask[j, :len(seqs[i])] = 1
+        logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), -1)
+        for j, i in enumerate(idx):
+            s, n = starts[i], len(seqs[i])
+            lp = logp[j, s - 1:n - 1].gather(1, ids[j, s:n, None])[:, 0].numpy()
+            k = np.asarray(keep[i], dtype=bool)
+            lp = lp[k] if k.any() else lp
+            out[i] = (float(lp.sum()), float(lp.mean()))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", default="runs/synth")
+    ap.add_argument("--split", default="test", choices=["train", "val", "test"])
+    ap.add_argument("--problems", type=int, default=500)
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    paths = RunPaths(a.run)
+    cfg = load_config(paths.config)
+    problems = {p.id: p for p in load_split(cfg, a.split)}
+    model, tok = load_model_and_tokenizer(paths.generator_final)
+    model.eval()
+    cols = ["problem_id", "sample_idx", "tokens", "is_correct", "finished", "forced"]
+    rows = read_shards(paths.samples(a.split)).select(cols).to_pylist()
+    keep_ids = set(list(dict.fromkeys(r["problem_id"] for r in rows))[:a.problems])
+    rows = [r for r in rows if r["problem_id"] in keep_ids]
+    seqs, starts, keep = [], [], []
+    for r in rows:
+        p = prompt_ids(tok, problems[r["problem_id"]].question)
+        sol = solution_ids(r["tokens"], r["finished"], tok.eos_token_id)
+        seqs.append(p + sol)
+        starts.append(len(p))
+        forced = list(r["forced"] or [])
+        keep.append([not f for f in forced] + [True] * (len(sol) - len(forced)))
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    ll = loglik(model, seqs, starts, keep, pad)
+    rankings = {"generator log-likelihood (sum)": np.array([s for s, _ in ll]),
+                "generator log-likelihood (mean)": np.array([m for _, m in ll])}
+    if a.split == "test" and paths.scores("test").is_dir():
+        sc = read_shards(paths.scores("test")).select(["problem_id", "sample_idx", "score"]).to_pylist()
+        by = {(r["problem_id"], r["sample_idx"]): r["score"] for r in sc}
+        rankings["verifier (scores/test)"] = np.array([by[(r["problem_id"], r["sample_idx"])] for r in rows])
+    groups = collections.defaultdict(list)
+    for i, r in enumerate(rows):
+        groups[r["problem_id"]].append(i)
+    ix = list(groups.values())
+    n = min(len(g) for g in ix)
+    ix = [g[:n] for g in ix]
+    correct = np.array([bool(r["is_correct"]) for r in rows])
+    grid = sorted({1, 4, 16, n} & set(range(1, n + 1)))
+    print(f"{a.run} {a.split}: {len(ix)} problems x {n} samples")
+    print("| ranking | AUC pooled | AUC within problem | " + " | ".join(f"best-of-{k}" for k in grid) + " |")
+    print("|---|---:|---:|" + "---:|" * len(grid))
+    for name, s in rankings.items():
+        S = np.stack([s[g] for g in ix])
+        C = np.stack([correct[g] for g in ix])
+        bon = [float(v.mean()) for v in best_of_n(S, C, grid)]
+        within = auc_within(list(S), list(C))
+        print(f"| {name} | {auc(s, correct):.3f} | {within:.3f} | " + " | ".join(f"{100 * v:.1f}" for v in bon) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,302 @@
+"""Value-guided step-level search: beam search over solution lines, ranked by the token-level verifier.
+
+The token-level verifier predicts, after every token, the probability that the solution will end up
+correct, so it can rank unfinished solutions. Search keeps K beams (partial solutions) per problem:
+
+    step 0:  sample K·M first lines from the empty solution
+    step s:  sample M next lines from each unfinished beam (a line ends at a newline token, EOS, or
+             search.step_tokens tokens), score every new prefix with the verifier at its last token,
+             keep the K best of (new prefixes + beams that already ended), repeat
+    stop:    when no kept beam is unfinished, or after max_steps steps
+
+A beam ends at EOS (a complete solution), at sample.max_new_tokens tokens, or at the last step.
+Identical prefixes of one problem are scored once and kept once (at T=0.7 a small model often writes
+the same line twice; two copies of one beam would halve the search). The answer is the ended beam
+with the highest value (pick=value), or the answer most ended beams agree on, ties to the highest
+value (pick=vote).
+
+Cost accounting, the unit of the equal-budget comparison in gsmv.evaluate: generated_tokens counts
+every token the sampler appended for the problem, calculator results included and EOS excluded, as a
+best-of-N sample's n_tokens does; scored_tokens counts the tokens the verifier read (prompt + prefix,
+each scored prefix in full: the scorer keeps no cache between steps).
+
+Seeds are per (search seed, problem, step, beam rank, expansion), so a problem's search does not
+depend on which problems share its batch, and a resumed search repeats it exactly.
+
+    gsmv search            (the pipeline stage when search.enabled; writes search/shard-NNNNN.parquet)
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from tqdm.auto import tqdm
+
+from gsmv.artifacts import MetricsLog, RunPaths, atomic_write_json, shard_path, write_parquet
+from gsmv.config import RunConfig
+from gsmv.data.answers import extract_answer, is_correct
+from gsmv.errors import GsmvError
+from gsmv.runtime import partial_state, pick_device, pick_dtype, setup_threads
+from gsmv.sampling.base import Request, Sampler, SamplingParams, decode, request_seed
+
+PICKS = ("value", "vote")
+
+# Full sequences (prompt + solution tokens, + EOS for a finished one) -> the verifier's value at the last token.
+ValueFn = Callable[[list[list[int]]], list[float]]
+
+
+@dataclass(frozen=True)
+class SearchParams:
+    beams: int = 4  # K: beams kept per problem after every step
+    expansions: int = 4  # M: next lines sampled from each unfinished beam (K·M from the empty solution)
+    max_steps: int = 12  # lines at most; beams still open after the last step end there
+    max_new_tokens: int = 256  # a solution's token budget (the sampler's own budget is one step)
+    pick: str = "value"  # value | vote
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("beams", "expansions", "max_steps", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise GsmvError(f"search: {name} must be >= 1 (got {getattr(self, name)})")
+        if self.pick not in PICKS:
+            raise GsmvError(f"search: pick '{self.pick}': valid picks are {', '.join(PICKS)}")
+
+
+@dataclass
+class Beam:
+    tokens: list[int] = field(default_factory=list)
+    forced: list[bool] = field(default_factory=list)
+    calc_calls: int = 0
+    finished: bool = False  # reached EOS
+    ended: bool = False  # no further step: finished, out of tokens, or out of steps
+    value: float = float("nan")
+
+
+@dataclass
+class SearchResult:
+    problem_id: str
+    beams: int  # K this search ran with
+    text: str
+    tokens: list[int]
+    final_answer: str | None
+    is_correct: bool | None
+    value: float  # the verifier's value of the chosen solution
+    votes: float  # share of the final beams whose answer is the chosen one
+    finished: bool
+    generated_tokens: int
+    scored_tokens: int
+    steps: int
+
+    def as_row(self) -> dict[str, Any]:
+        return {"problem_id": self.problem_id, "beams": self.beams, "text": self.text, "tokens": self.tokens,
+                "n_tokens": len(self.tokens), "final_answer": self.final_answer, "is_correct": self.is_correct,
+                "value": self.value, "votes": self.votes, "finished": self.finished,
+                "generated_tokens": self.generated_tokens, "scored_tokens": self.scored_tokens, "steps": self.steps}
+
+
+SEARCH_SCHEMA = pa.schema([
+    ("problem_id", pa.string()),
+    ("beams", pa.int32()),
+    ("text", pa.string()),
+    ("tokens", pa.list_(pa.int32())),
+    ("n_tokens", pa.int32()),
+    ("final_answer", pa.string()),
+    ("is_correct", pa.bool_()),
+    ("value", pa.float64()),
+    ("votes", pa.float64()),
+    ("finished", pa.bool_()),
+    ("generated_tokens", pa.int64()),
+    ("scored_tokens", pa.int64()),
+    ("steps", pa.int32()),
+])
+
+
+@dataclass
+class _Problem:
+    pid: str
+    prompt: tuple[int, ...]
+    reference: str | None
+    kept: list[Beam] = field(default_factory=lambda: [Beam()])
+    generated: int = 0
+    scored: int = 0
+    steps: int = 0
+
+    @property
+    def open(self) -> list[Beam]:
+        return [b for b in self.kept if not b.ended]
+
+
+def search(problems: Sequence[tuple[str, Sequence[int], str | None]], sampler: Sampler, value_fn: ValueFn,
+           params: SearchParams, tokenizer: Any, eos_id: int | None) -> list[SearchResult]:
+    """Search every problem (id, prompt ids, reference answer or None) together, batching each step's
+    expansions of all problems through one sampler call and one value_fn call. The sampler must stop at
+    newlines (SamplingParams.stop_at_newline); its max_new_tokens is the per-step cap."""
+    if not getattr(sampler.params, "stop_at_newline", False):
+        raise GsmvError("search: the sampler must stop at newlines (SamplingParams(stop_at_newline=True))")
+    state = [_Problem(pid, tuple(prompt), ref) for pid, prompt, ref in problems]
+    for step in range(params.max_steps):
+        live = [p for p in state if p.open]
+        if not live:
+            break
+        requests, parents = [], {}
+        for p in live:
+            p.steps = step + 1
+            per_beam = params.expansions * (params.beams if step == 0 else 1)
+            for rank, beam in enumerate(p.open):
+                for m in range(per_beam):
+                    idx = len(parents)
+                    parents[idx] = (p, beam)
+                    seed = request_seed(params.seed, f"{p.pid}\x1fstep{step}\x1fbeam{rank}", m)
+                    requests.append(Request(p.pid, idx, p.prompt + tuple(beam.tokens), seed))
+        children: dict[int, list[Beam]] = {id(p): [] for p in live}
+        last = step == params.max_steps - 1
+        for s in sampler.generate(requests):
+            p, beam = parents[s.sample_idx]
+            p.generated += s.n_tokens
+            tokens = beam.tokens + s.tokens
+            child = Beam(tokens=tokens, forced=beam.forced + s.forced, calc_calls=beam.calc_calls + s.calc_calls,
+                         finished=s.finished)
+            child.ended = s.finished or len(tokens) >= params.max_new_tokens or last
+            children[id(p)].append(child)
+        # Score each problem's distinct new prefixes (sampler output comes in completion order: sort for
+        # a deterministic keep order among equal values).
+        todo: list[tuple[_Problem, Beam]] = []
+        for p in live:
+            seen = {tuple(b.tokens) for b in p.kept if b.ended}
+            for child in sorted(children[id(p)], key=lambda b: b.tokens):
+                key = tuple(child.tokens)
+                if key not in seen:
+                    seen.add(key)
+                    todo.append((p, child))
+        seqs = [list(p.prompt) + b.tokens + ([eos_id] if b.finished and eos_id is not None else []) for p, b in todo]
+        values = value_fn(seqs) if seqs else []
+        for (p, b), seq, v in zip(todo, seqs, values, strict=True):
+            b.value = float(v)
+            p.scored += len(seq)
+        fresh: dict[int, list[Beam]] = {id(p): [] for p in live}
+        for p, b in todo:
+            fresh[id(p)].append(b)
+        for p in live:
+            pool = [b for b in p.kept if b.ended] + fresh[id(p)]
+            # Stable sort: among equal values, beams that ended earlier, then new prefixes in token order.
+            p.kept = sorted(pool, key=lambda b: -b.value)[:params.beams]
+    return [_result(p, params, tokenizer) for p in state]
+
+
+def _result(p: _Problem, params: SearchParams, tokenizer: Any) -> SearchResult:
+    final = [b for b in p.kept if b.ended] or p.kept
+    answers = [extract_answer(decode(tokenizer, b.tokens)) for b in final]
+    if params.pick == "vote" and any(a is not None for a in answers):
+        counts = Counter(a for a in answers if a is not None)
+        top = max(counts.values())
+        tied = {a for a, c in counts.items() if c == top}
+        best = max((i for i, a in enumerate(answers) if a in tied), key=lambda i: final[i].value)
+    else:
+        best = max(range(len(final)), key=lambda i: final[i].value)
+    chosen = final[best]
+    text = decode(tokenizer, chosen.tokens)
+    votes = sum(a == answers[best] for a in answers) / len(answers)
+    return SearchResult(problem_id=p.pid, beams=params.beams, text=text, tokens=list(chosen.tokens),
+                        final_answer=answers[best],
+                        is_correct=None if p.reference is None else is_correct(text, p.reference),
+                        value=chosen.value, votes=votes, finished=chosen.finished, generated_tokens=p.generated,
+                        scored_tokens=p.scored, steps=p.steps)
+
+
+def verifier_value_fn(verifier: Any, *, batch_size: int, pad_id: int, max_len: int | None = None) -> ValueFn:
+    """value_fn over a gsmv Verifier: the value at each sequence's last token (gsmv.models.verifier.score_sequences)."""
+    from gsmv.models.verifier import score_sequences
+
+    def fn(seqs: list[list[int]]) -> list[float]:
+        out = score_sequences(verifier, seqs, [len(s) - 1 for s in seqs], batch_size=batch_size, pad_id=pad_id,
+                              max_len=max_len)
+        return [v for v, _ in out]
+
+    return fn
+
+
+
+# ---------------------------------------------------------------- the pipeline stage
+
+
+def step_sampler(cfg: RunConfig, model_dir: Path) -> Sampler:
+    """The configured sampler over the generator, in step mode with search's temperature."""
+    from gsmv.sample import make_sampler
+
+    sc = cfg.search
+    params = SamplingParams(temperature=sc.temperature, top_p=sc.top_p, max_new_tokens=sc.step_tokens,
+                            calculator=cfg.sample.calculator, stop_at_newline=True)
+    sampler = make_sampler(cfg, model_dir, params)
+    if hasattr(sampler, "batch_size"):
+        sampler.batch_size = sc.batch_size
+    return sampler
+
+
+def search_params(cfg: RunConfig, beams: int) -> SearchParams:
+    sc = cfg.search
+    return SearchParams(beams=beams, expansions=sc.expansions, max_steps=sc.max_steps,
+                        max_new_tokens=cfg.sample.max_new_tokens, pick=sc.pick, seed=sc.seed)
+
+
+def main(cfg: RunConfig) -> dict[str, Any]:
+    """Search the first search.problems test problems for every K in search.beams; one shard per
+    search.problems_per_shard problems (all K), written atomically, skipped when it exists (resume)."""
+    from gsmv.data.gsm8k import format_prompt
+    from gsmv.data.tasks import load_split
+    from gsmv.models.tokenizer import encode_prompt
+    from gsmv.models.verifier import load_verifier, max_positions
+
+    state = partial_state(cfg)
+    setup_threads(cfg)
+    paths = RunPaths(cfg.run_dir)
+    problems = load_split(cfg, "test")
+    if cfg.search.problems > 0:
+        problems = problems[:cfg.search.problems]
+    if not problems:
+        raise GsmvError("search: the test split has no problems")
+    per = cfg.search.problems_per_shard
+    shards = [problems[i:i + per] for i in range(0, len(problems), per)]
+    mine = [i for i in range(len(shards)) if i % state.num_processes == state.process_index]
+    todo = [i for i in mine if not shard_path(paths.search, i).exists()]
+    t0 = time.time()
+    totals = {"problems": 0, "generated_tokens": 0, "scored_tokens": 0}
+    if todo:
+        for folder, what in ((paths.generator_final, "fine-tuned generator (run finetune first)"),
+                             (paths.verifier_final, "trained verifier (run train-verifier first)")):
+            if not (folder / "config.json").is_file():
+                raise GsmvError(f"{folder}: no {what}")
+        sampler = step_sampler(cfg, paths.generator_final)
+        device = pick_device(cfg)
+        verifier, vtok = load_verifier(paths.verifier_final, dtype=pick_dtype(cfg, device), device=device)
+        pad = vtok.pad_token_id if vtok.pad_token_id is not None else vtok.eos_token_id
+        limit = max_positions(verifier.lm)
+        value_fn = verifier_value_fn(verifier, batch_size=cfg.score.batch_size, pad_id=pad,
+                                     max_len=min(cfg.verifier.max_len, limit) if limit else cfg.verifier.max_len)
+        tok = sampler.tokenizer  # type: ignore[attr-defined]
+        for i in tqdm(todo, desc="search", unit="shard", disable=not state.is_local_main_process):
+            batch = [(p.id, tuple(encode_prompt(tok, format_prompt(p.question))), p.answer) for p in shards[i]]
+            rows = []
+            for k in cfg.search.beams:
+                for r in search(batch, sampler, value_fn, search_params(cfg, k), tok, tok.eos_token_id):
+                    rows.append(r.as_row())
+                    totals["generated_tokens"] += r.generated_tokens
+                    totals["scored_tokens"] += r.scored_tokens
+            totals["problems"] += len(batch)
+            write_parquet(shard_path(paths.search, i), pa.Table.from_pylist(rows, schema=SEARCH_SCHEMA))
+    secs = time.time() - t0
+    if todo and state.is_main_process:
+        MetricsLog(paths.metrics, "search").log(shards=len(todo), seconds=round(secs, 2), beams=list(cfg.search.beams),
+                                                **totals)
+    state.wait_for_everyone()
+    if state.is_main_process and all(shard_path(paths.search, i).exists() for i in range(len(shards))):
+        settings = {k: v for k, v in vars(cfg.search).items() if k not in ("enabled", "batch_size", "problems")}
+        atomic_write_json(paths.search / "done.json", {"shards": len(shards), "problems": len(problems), **settings,
+                                                       "beams": list(cfg.search.beams),
+                                                       "max_new_tokens": cfg.sample.max_new_tokens})
+    return {"shards": len(shards), "searched_here": len(todo), **totals}

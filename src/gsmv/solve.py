@@ -1,0 +1,247 @@
+"""`gsmv solve`: answer new questions with a trained run's generator and verifier.
+
+    gsmv solve --run runs/synth "Ana has 3 boxes with 4 pens in each. How many pens does she have?"
+    gsmv solve --run runs/synth --strategy search --json --file questions.jsonl
+    echo "Ana has 3 boxes ..." | gsmv solve --run runs/synth
+
+Strategies (the ones `gsmv evaluate` measures):
+  best-of-n  N samples at sample.temperature, the one the verifier values most (the paper's method)
+  vote       N samples, the most common final answer (no verifier needed); the shown solution is that
+             answer's highest-valued sample
+  top-k      N samples, the k the verifier values most vote (paper Fig. 7b)
+  search     value-guided step-level search with `--beams` beams (gsmv.search, the run's search settings)
+
+The generator and verifier are loaded once; all questions are sampled together. Samples are seeded by
+(sample.seed, question text, sample index), so the same question gets the same answer on every call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gsmv.artifacts import RunPaths, iter_jsonl
+from gsmv.errors import GsmvError
+
+STRATEGIES = ("best-of-n", "vote", "top-k", "search")
+
+
+@dataclass
+class Answer:
+    question: str
+    answer: str | None
+    solution: str
+    value: float | None  # the verifier's value of the shown solution (None without a verifier)
+    votes: float | None  # share of the candidates that gave this answer
+    strategy: str
+    tokens: int  # tokens generated for this question (calculator results included)
+
+    def as_json(self) -> str:
+        return json.dumps({"question": self.question, "answer": self.answer, "solution": self.solution,
+                           "value": self.value, "votes": self.votes, "strategy": self.strategy,
+                           "tokens": self.tokens})
+
+    def as_text(self) -> str:
+        value = "-" if self.value is None else f"{self.value:.3f}"
+        votes = "-" if self.votes is None else f"{self.votes:.0%}"
+        return (f"Q: {self.question}\n{self.solution}\n"
+                f"=> answer {self.answer}   verifier value {value}   votes {votes}   "
+                f"({self.strategy}, {self.tokens} tokens)\n")
+
+
+def question_key(question: str) -> str:
+    return "q:" + hashlib.blake2b(question.encode(), digest_size=8).hexdigest()
+
+
+class Solver:
+    """A run's generator (sampler) and verifier, loaded once."""
+
+    def __init__(self, run_dir: str | Path, *, strategy: str = "best-of-n", n: int | None = None, k: int | None = None,
+                 beams: int | None = None, threads: int = 0):
+        from gsmv.config import load_config
+        from gsmv.runtime import setup_threads
+
+        if strategy not in STRATEGIES:
+            raise GsmvError(f"solve: strategy '{strategy}': valid strategies are {', '.join(STRATEGIES)}")
+        paths = RunPaths(run_dir)
+        if not paths.config.is_file():
+            raise GsmvError(f"{paths.root}: not a gsmv run folder (no config.yaml)")
+        self.cfg = cfg = load_config(paths.config, [f"threads={threads}"] if threads else None)
+        setup_threads(cfg)
+        self.strategy = strategy
+        self.n = n if n is not None else cfg.sample.n_test
+        self.k = k if k is not None else max(1, self.n // 4)
+        self.beams = beams if beams is not None else max(cfg.search.beams)
+        if self.n < 1 or self.k < 1 or self.beams < 1:
+            raise GsmvError("solve: --n, --k and --beams must be >= 1")
+        if not (paths.generator_final / "config.json").is_file():
+            raise GsmvError(f"{paths.generator_final}: no fine-tuned generator in this run folder (run finetune first)")
+        self.needs_verifier = strategy != "vote"
+        have_verifier = (paths.verifier_final / "config.json").is_file()
+        if self.needs_verifier and not have_verifier:
+            raise GsmvError(f"{paths.verifier_final}: no trained verifier in this run folder (run train-verifier "
+                            f"first, or use --strategy vote)")
+        t0 = time.perf_counter()
+        from gsmv.models.verifier import load_verifier, max_positions
+        from gsmv.runtime import pick_device, pick_dtype
+        from gsmv.sample import make_sampler
+        from gsmv.sampling.base import SamplingParams
+
+        s = cfg.sample
+        if strategy == "search":
+            from gsmv.search import step_sampler
+
+            self.sampler = step_sampler(cfg, paths.generator_final)
+        else:
+            params = SamplingParams(temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens,
+                                    calculator=s.calculator)
+            self.sampler = make_sampler(cfg, paths.generator_final, params)
+        self.tok = self.sampler.tokenizer  # type: ignore[attr-defined]
+        self.verifier = None
+        self.value_limit = cfg.verifier.max_len
+        if have_verifier:
+            device = pick_device(cfg)
+            self.verifier, _ = load_verifier(paths.verifier_final, dtype=pick_dtype(cfg, device), device=device)
+            limit = max_positions(self.verifier.lm)
+            self.value_limit = min(cfg.verifier.max_len, limit) if limit else cfg.verifier.max_len
+        model = getattr(self.sampler, "model", None)
+        self.context = max_positions(model) if model is not None else None
+        self.load_seconds = time.perf_counter() - t0
+
+    # ---------------------------------------------------------------- helpers
+
+    def _prompt(self, i: int, question: str) -> tuple[int, ...]:
+        from gsmv.data.gsm8k import format_prompt
+        from gsmv.models.tokenizer import encode_prompt
+
+        if not question.strip():
+            raise GsmvError(f"question {i + 1}: empty question")
+        ids = tuple(encode_prompt(self.tok, format_prompt(question)))
+        room = self.cfg.sample.max_new_tokens
+        if self.context is not None and len(ids) + room > self.context:
+            raise GsmvError(f"question {i + 1}: {len(ids)} tokens; with {room} tokens of solution that exceeds "
+                            f"the model's context of {self.context} tokens")
+        if len(ids) + room > self.value_limit and self.verifier is not None:
+            raise GsmvError(f"question {i + 1}: {len(ids)} tokens; with {room} tokens of solution the verifier "
+                            f"(max_len {self.value_limit}) would not read the whole question")
+        return ids
+
+    def _values(self, seqs: list[list[int]]) -> list[float]:
+        from gsmv.search import verifier_value_fn
+
+        pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.tok.eos_token_id
+        fn = verifier_value_fn(self.verifier, batch_size=self.cfg.score.batch_size, pad_id=pad,
+                               max_len=self.value_limit)
+        return fn(seqs)
+
+    # ---------------------------------------------------------------- solving
+
+    def solve(self, questions: list[str]) -> list[Answer]:
+        prompts = [self._prompt(i, q) for i, q in enumerate(questions)]
+        if self.strategy == "search":
+            return self._search(questions, prompts)
+        from gsmv.models.verifier import solution_ids
+        from gsmv.sampling.base import Request, request_seed
+
+        seed = self.cfg.sample.seed
+        reqs = [Request(str(i), j, p, request_seed(seed, question_key(q), j))
+                for i, (q, p) in enumerate(zip(questions, prompts, strict=True)) for j in range(self.n)]
+        samples: dict[int, list[Any]] = {i: [] for i in range(len(questions))}
+        for smp in self.sampler.generate(reqs):
+            samples[int(smp.problem_id)].append(smp)
+        out = []
+        for i, q in enumerate(questions):
+            group = sorted(samples[i], key=lambda x: x.sample_idx)
+            values: list[float] | None = None
+            if self.verifier is not None:
+                eos = self.tok.eos_token_id
+                values = self._values([list(prompts[i]) + solution_ids(x.tokens, x.finished, eos) for x in group])
+            out.append(self._pick(q, group, values))
+        return out
+
+    def _pick(self, question: str, group: list[Any], values: list[float] | None) -> Answer:
+        from gsmv.data.answers import normalize_answer
+
+        answers = [normalize_answer(x.final_answer) if x.final_answer is not None else None for x in group]
+        tokens = sum(x.n_tokens for x in group)
+        order = (sorted(range(len(group)), key=lambda j: -values[j]) if values is not None
+                 else list(range(len(group))))
+        if self.strategy == "best-of-n":
+            best = order[0]
+            voters = list(range(len(group)))
+        else:
+            voters = order[:self.k] if self.strategy == "top-k" else list(range(len(group)))
+            counts = Counter(answers[j] for j in voters if answers[j] is not None)
+            if counts:
+                top = max(counts.values())
+                tied = {a for a, c in counts.items() if c == top}
+                # The tied answer whose best sample the verifier values most (the first sample without one).
+                best = next(j for j in order if answers[j] in tied and j in voters)
+            else:
+                best = order[0]
+        ans = answers[best]
+        share = sum(answers[j] == ans for j in voters) / len(voters) if ans is not None else 0.0
+        return Answer(question=question, answer=ans, solution=group[best].text,
+                      value=None if values is None else float(values[best]), votes=share,
+                      strategy=self.strategy, tokens=tokens)
+
+    def _search(self, questions: list[str], prompts: list[tuple[int, ...]]) -> list[Answer]:
+        from gsmv.data.answers import normalize_answer
+        from gsmv.search import search, search_params, verifier_value_fn
+
+        pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.tok.eos_token_id
+        fn = verifier_value_fn(self.verifier, batch_size=self.cfg.score.batch_size, pad_id=pad,
+                               max_len=self.value_limit)
+        probs = [(question_key(q), p, None) for q, p in zip(questions, prompts, strict=True)]
+        res = search(probs, self.sampler, fn, search_params(self.cfg, self.beams), self.tok, self.tok.eos_token_id)
+        return [Answer(question=q, answer=normalize_answer(r.final_answer) if r.final_answer is not None else None,
+                       solution=r.text, value=r.value, votes=r.votes, strategy=f"search (K={self.beams})",
+                       tokens=r.generated_tokens) for q, r in zip(questions, res, strict=True)]
+
+
+def read_questions(args_questions: list[str], file: str | None, stdin: Any = None) -> list[str]:
+    """Questions from the arguments, else a jsonl file (objects with 'question'), else stdin (one per line)."""
+    if args_questions:
+        return list(args_questions)
+    if file:
+        out = []
+        for _, where, rec in iter_jsonl(file):
+            if not isinstance(rec, dict) or not isinstance(rec.get("question"), str):
+                raise GsmvError(f"{where}: expected a JSON object with a 'question' string")
+            out.append(rec["question"])
+        if not out:
+            raise GsmvError(f"{file}: no questions")
+        return out
+    stdin = stdin if stdin is not None else sys.stdin
+    if stdin.isatty():
+        raise GsmvError("solve: no question given (pass questions as arguments, --file FILE, or pipe them in)")
+    out = [line.rstrip("\n") for line in stdin if line.strip()]
+    if not out:
+        raise GsmvError("solve: no question on stdin")
+    return out
+
+
+def main(args: Any) -> int:
+    questions = read_questions(args.questions, args.file)
+    for i, q in enumerate(questions):  # before loading anything
+        if not q.strip():
+            raise GsmvError(f"question {i + 1}: empty question")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a command's output: answers on stdout, one line of timing on stderr
+    solver = Solver(args.run, strategy=args.strategy, n=args.n, k=args.k, beams=args.beams, threads=args.threads)
+    t0 = time.perf_counter()
+    answers = solver.solve(questions)
+    secs = time.perf_counter() - t0
+    for a in answers:
+        print(a.as_json() if args.json else a.as_text(), flush=True)
+    print(f"gsmv solve: {len(questions)} question(s) in {secs:.1f} s ({secs / len(questions):.2f} s each) after "
+          f"{solver.load_seconds:.1f} s loading", file=sys.stderr)
+    return 0
+

@@ -1,0 +1,47 @@
+"""README's code that users copy: the standalone verifier snippet runs and gives gsmv's own value."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def snippet(marker: str) -> str:
+    text = README.read_text()
+    m = re.search(rf"<!-- {marker}[^>]*-->\s*```python\n(.*?)```", text, re.S)
+    assert m, f"README has no python block after <!-- {marker} -->"
+    return m.group(1)
+
+
+def test_standalone_verifier_snippet_gives_gsmvs_value(tiny_llama_dir, tmp_path):
+    from gsmv.models.verifier import build_verifier, load_verifier, prompt_ids, score_sequences
+
+    ver, tok = build_verifier(tiny_llama_dir, head="token")
+    with torch.no_grad():  # a head that is not the identity, so a snippet ignoring it would differ
+        ver.gain.fill_(0.37)
+        ver.bias.fill_(-0.8)
+    folder = tmp_path / "verifier"
+    ver.save_pretrained(folder, tok)
+    code = snippet("standalone-verifier")
+    assert len(code.strip().splitlines()) <= 14
+    code = code.replace('"runs/synth/verifier/final"', repr(str(folder)))
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(code, "README.md", "exec"), {})
+    got = float(out.getvalue().strip())
+
+    # gsmv's own scoring of the same question and solution
+    v, t = load_verifier(folder)
+    ns: dict = {}
+    exec(compile("\n".join(x for x in code.splitlines() if x.startswith(("question =", "solution ="))), "q", "exec"), ns)
+    ids = prompt_ids(t, ns["question"]) + t(ns["solution"], add_special_tokens=False)["input_ids"] + [t.eos_token_id]
+    [(want, _)] = score_sequences(v, [ids], [len(ids) - 1], batch_size=1, pad_id=t.eos_token_id)
+    assert got == pytest.approx(want, abs=1e-5)
+    assert abs(want - 0.5) > 1e-3  # a value that depends on the head, not a constant
