@@ -285,3 +285,40 @@ def test_reference_bad_input_names_file_and_line(tmp_path):
         E.evaluate_reference(tmp_path / "nope.jsonl")
     atomic_write_text(path, _ref_line() + "\n" + _ref_line(**{"6b_finetuning": {"is_correct": False}}) + "\n")
     assert E.evaluate_reference(path, bootstrap=50)["models"]["6b_finetuning"]["value"] == 0.5
+
+
+def test_budget_compares_strategies_at_generated_tokens_on_the_searched_problems(cfg):
+    import pyarrow as pa
+
+    correct, scores = _design()
+    write_fake_run(cfg, correct=correct, scores=scores, greedy=correct[:, 0].copy())
+    data = E.load_run(cfg, greedy_columns=["n_tokens"])
+    ntok = np.asarray(data.samples.column("n_tokens").to_numpy(), dtype=float)[data.sample_rows]
+    ids = [p.id for p in data.problems]
+    searched = [0, 3, 5]  # search ran on three problems, at K = 1 and 2
+    rows = {"problem_id": [], "beams": [], "is_correct": [], "generated_tokens": [], "scored_tokens": []}
+    for k in (1, 2):
+        for p in searched:
+            rows["problem_id"].append(ids[p])
+            rows["beams"].append(k)
+            rows["is_correct"].append(p == 5 or k == 2 and p == 3)
+            rows["generated_tokens"].append(100 * k + p)
+            rows["scored_tokens"].append(1000 * k)
+    b = E.budget(data, pa.table(rows), prompt_lens={i: 7 for i in ids}, bootstrap=50)
+    assert b["problems"] == 3
+    s = b["strategies"]
+    assert s["search"]["x"] == [1, 2] and s["search"]["param"] == "K"
+    assert s["search"]["value"] == [approx(1 / 3), approx(2 / 3)]
+    assert s["search"]["tokens"] == [pytest.approx(100 + 8 / 3, abs=0.01), pytest.approx(200 + 8 / 3, abs=0.01)]
+    assert s["search"]["scored_tokens"] == [1000, 2000]
+    # N samples cost N times the problem's mean sample length, averaged over the searched problems only.
+    mean_len = ntok[searched].mean()
+    i = s["best_of_n"]["x"].index(4)
+    assert s["best_of_n"]["tokens"][i] == pytest.approx(4 * mean_len, abs=0.01)
+    assert s["best_of_n"]["value"][i] == approx(E.best_of_n(scores[searched].astype(float), correct[searched],
+                                                            [4])[0].mean())
+    assert s["greedy"]["value"] == [approx(correct[searched, 0].mean())]
+    finished = 1.0  # write_fake_run's samples all stop at EOS: the verifier also reads it
+    assert s["best_of_n"]["scored_tokens"][i] == pytest.approx(4 * (7 + mean_len + finished), abs=0.01)
+    with pytest.raises(E.GsmvError, match="has no result for 2 beams"):
+        E.budget(data, pa.table({k: v[:4] for k, v in rows.items()}))

@@ -36,6 +36,17 @@ def test_scaling_and_top_k_plots(results, tmp_path):
     assert_png(plots.plot_scaling(no_greedy, tmp_path / "scaling2.png"))
 
 
+def test_budget_plot_and_report_section(results, tiny_cfg, tmp_path):
+    cur = {"param": "N", "x": [1, 4], "tokens": [60.0, 240.0], "scored_tokens": [None, None], "value": [0.2, 0.3],
+           "ci_low": [0.1, 0.2], "ci_high": [0.3, 0.4]}
+    res = {**results, "budget": {"problems": 5, "unit": "generated tokens per problem (mean)", "strategies": {
+        "majority_vote": cur, "search": {**cur, "param": "K", "x": [1, 2], "scored_tokens": [500.0, 900.0]}}}}
+    assert_png(plots.plot_budget(res, tmp_path / "budget.png"))
+    md = report.build_markdown(tiny_cfg, res, None, {"budget": tmp_path / "budget.png"}, {})
+    assert "## Equal-budget comparison" in md and "![accuracy vs generated tokens](plots/budget.png)" in md
+    assert "| search | K=2 | 240 | 900 | 30.0 [20.0, 40.0] |" in md
+
+
 def test_compare_and_score_plots(results, tmp_path):
     other = json.loads(json.dumps(results))
     other["curves"]["best_of_n"]["value"] = [v * 0.9 for v in other["curves"]["best_of_n"]["value"]]
