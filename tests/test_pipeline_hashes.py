@@ -15,7 +15,14 @@ def changed(a, b):
 def test_verifier_change_redoes_only_downstream_of_the_verifier():
     base = load_config("smoke")
     assert changed(base, load_config("smoke", ["verifier.level=solution"])) == {
-        "train-verifier", "score", "evaluate", "report"}
+        "train-verifier", "score", "search", "evaluate", "report"}
+
+
+def test_search_change_redoes_only_search_and_what_reads_it():
+    base = load_config("smoke")
+    assert changed(base, load_config("smoke", ["search.expansions=2"])) == {"search", "evaluate", "report"}
+    # Turning search on or off, or its batch size, changes no result.
+    assert changed(base, load_config("smoke", ["search.enabled=true", "search.batch_size=8"])) == set()
 
 
 def test_n_test_change_keeps_generator_train_samples_and_verifier():
@@ -27,7 +34,7 @@ def test_n_test_change_keeps_generator_train_samples_and_verifier():
 def test_n_train_change_keeps_generator_and_test_samples():
     base = load_config("smoke")
     assert changed(base, load_config("smoke", ["sample.n_train=2"])) == {
-        "sample-train", "label", "train-verifier", "score", "evaluate", "report"}
+        "sample-train", "label", "train-verifier", "score", "search", "evaluate", "report"}
 
 
 def test_finetune_change_redoes_everything():
@@ -41,7 +48,8 @@ def test_report_only_change():
 
 
 @pytest.mark.parametrize("base, ablations", [
-    ("synth", ("synth-solution", "synth-nolm", "synth-nodropout", "synth-lm-samples", "synth-process")),
+    ("synth", ("synth-solution", "synth-nolm", "synth-nodropout", "synth-lm-samples", "synth-process",
+               "synth-verifier-epochs3")),
     ("gsm8k-cpu", ("gsm8k-cpu-solution", "gsm8k-cpu-nolm", "gsm8k-cpu-nodropout")),
 ])
 def test_ablation_presets_share_upstream_with_their_base(base, ablations):
