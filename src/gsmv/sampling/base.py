@@ -81,6 +81,52 @@ class Sample:
         }
 
 
+@dataclass
+class SamplerStats:
+    steps: int = 0
+    rows: int = 0  # sum over steps of the batch size: tokens run through the model in decode
+    generated: int = 0  # tokens appended to samples (forced included)
+    prefill_tokens: int = 0
+    samples: int = 0
+    seconds: float = 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.generated / self.seconds if self.seconds > 0 else 0.0
+
+
+class Engine(Protocol):
+    """What HFSampler's driver needs from an engine (LlamaEngine, GenericEngine): a KV cache over `n_slots`
+    rows, each row sampling one request, and one decode step for all rows at once."""
+
+    device: torch.device
+
+    def has(self, prompt: tuple[int, ...]) -> bool:
+        """The prompt's prefix (all but its last token) is in the prompt cache."""
+        ...
+
+    def prepare(self, prompts: list[tuple[int, ...]]) -> int:
+        """Prefill the prompts not cached yet (batched); returns the tokens prefilled."""
+        ...
+
+    def users(self, prompt: tuple[int, ...]) -> int:
+        """Rows now sampling this prompt."""
+        ...
+
+    def place(self, slot: int, prompt: tuple[int, ...], share: bool = True) -> None:
+        """Start row `slot` (a finished row's slot, or the row count for a new row) on a prepared prompt;
+        share: the prompt's cache may be shared with other rows (it is sampled again)."""
+        ...
+
+    def remove(self, slot: int) -> None:
+        """Free row `slot` and move the last row into it, as the driver does with its own rows."""
+        ...
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Feed one token per row ([rows] long); returns next-token logits [rows, vocab]."""
+        ...
+
+
 class Sampler(Protocol):
     params: SamplingParams
 

@@ -25,8 +25,7 @@ from itertools import islice
 from typing import Any
 
 from gsmv.errors import GsmvError
-from gsmv.sampling.base import Calculator, Request, Sample, SamplingParams, eos_ids, make_sample
-from gsmv.sampling.hf import SamplerStats
+from gsmv.sampling.base import Calculator, Request, Sample, SamplerStats, SamplingParams, eos_ids, make_sample
 
 STOP = "="
 _ENGINES: dict[tuple, Any] = {}  # the live vLLM engine of this process (see VLLMSampler.from_pretrained)
