@@ -60,11 +60,18 @@ def test_value_guided_search_stage_resumes_and_is_compared_at_equal_budget(smoke
     (run / "search" / "done.json").unlink()
     assert cli.main(["search", *args, *search]) == 0
     assert read_shards(run / "search").to_pylist() == rows_before
-    assert shards[1].stat().st_size == len(before)
-    # evaluate adds the equal-budget comparison on the searched problems.
+    assert shards[1].read_bytes() == before
+    # evaluate adds the equal-budget comparison on the searched problems, only with the settings the search
+    # ran with (another config's search is left out, never compared).
     assert cli.main(["evaluate", *args]) == 0
+    assert "budget" not in json.loads((run / "results.json").read_text())
+    assert cli.main(["evaluate", *args, *search]) == 0
     res = json.loads((run / "results.json").read_text())
     b = res["budget"]
     assert b["problems"] == 6 and b["strategies"]["search"]["x"] == [1, 2]
     assert b["strategies"]["best_of_n"]["x"][-1] == res["n_samples"]
     assert all(t > 0 for t in b["strategies"]["search"]["scored_tokens"])
+    # --redo removes a stage's outputs even when this config does not enable the stage (search's, made with
+    # the old verifier, would otherwise outlive their manifest entry).
+    assert cli.main(["run", *args, "--redo", "search"]) == 0
+    assert not (run / "search").exists()

@@ -40,6 +40,7 @@ def test_strategies_pick_as_documented(smoke_synth_run):
     vote = Solver(smoke_synth_run, strategy="vote", n=6, threads=2)
     [v] = vote.solve([Q])
     assert v.tokens == a.tokens  # the same samples (same seeds)
+    assert v.votes >= a.votes  # vote takes the most common answer of those samples
     topk = Solver(smoke_synth_run, strategy="top-k", n=6, k=1, threads=2)
     [t] = topk.solve([Q])
     assert t.answer == a.answer and t.value == a.value

@@ -271,8 +271,11 @@ def _check(cfg: RunConfig) -> None:
     if cfg.verifier.labels == "process" and cfg.data.source != "synth":
         raise GsmvError("config key 'verifier.labels' is 'process': step-level labels need a task with "
                         "step-level truth (data.source=synth)")
-    if not cfg.search.beams or any(k <= 0 for k in cfg.search.beams) or cfg.search.problems < 0:
-        raise GsmvError("config key 'search.beams' must list beam counts > 0 (and 'search.problems' be >= 0)")
+    beams = list(cfg.search.beams)
+    if not beams or any(k <= 0 for k in beams) or len(set(beams)) != len(beams):
+        raise GsmvError(f"config key 'search.beams' is {beams}: it must list distinct beam counts > 0")
+    if cfg.search.problems < 0:
+        raise GsmvError("config key 'search.problems' must be >= 0 (0 = every test problem)")
     if cfg.search.temperature < 0 or not 0.0 < cfg.search.top_p <= 1.0:
         raise GsmvError("config keys 'search.temperature' >= 0 and 'search.top_p' in (0, 1] are required")
     if cfg.sample.temperature < 0:

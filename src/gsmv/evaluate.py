@@ -60,7 +60,8 @@ results.json (schema_version 2; every accuracy is a fraction in [0, 1] rounded t
 problem on the test problems search ran on (see budget()):
 
     {"problems": int, "unit": str, "strategies": {name: {"param": "N" | "K", "x": [int], "tokens": [float],
-     "scored_tokens": [float|null], "value": [float], "ci_low": [...], "ci_high": [...]}}}
+     "scored_tokens": [float|null], "value": [float], "ci_low": [...], "ci_high": [...]}},
+     "search_settings": search/done.json (the settings the search ran with)}
         names: "greedy", "majority_vote", "best_of_n" (x = N samples), "search" (x = K beams)
 
 Schema 1 differed in "majority_subsets" (majority vote over N < n was averaged over that many
@@ -501,9 +502,17 @@ def budget(data: EvalData, search: pa.Table, *, prompt_lens: dict[str, int] | No
 
 
 def _search_table(cfg: RunConfig) -> pa.Table | None:
-    """The search stage's results when it finished (done.json), whether or not this config enables it: `gsmv
-    search` then `gsmv evaluate` compares them; done.json records the settings they were made with."""
-    folder = RunPaths(cfg.run_dir).search
+    """The search stage's results when the manifest records it done for this config (its hash covers the
+    search settings and everything upstream, the verifier included), whether or not this config enables it:
+    `gsmv search` then `gsmv evaluate` compares them. Results of another config are left out, never mixed in."""
+    from gsmv.pipeline import stage_hashes
+
+    paths = RunPaths(cfg.run_dir)
+    folder = paths.search
+    manifest = read_json_or_none(paths.manifest)
+    rec = manifest.get("stages", {}).get("search") if isinstance(manifest, dict) else None
+    if not isinstance(rec, dict) or rec.get("status") != "done" or rec.get("hash") != stage_hashes(cfg)["search"]:
+        return None
     if not (folder / "done.json").is_file() or not list_shards(folder):
         return None
     table, _, _ = _read_folder(folder, ["problem_id", "beams", "is_correct", "generated_tokens", "scored_tokens"])

@@ -495,7 +495,10 @@ def run(cfg: RunConfig, start: str | None = None, until: str | None = None, only
     state = partial_state(cfg)
     paths = RunPaths(cfg.run_dir)
     names = _select(cfg, start, until, only)
-    redo_set = downstream(_select(cfg, None, None, redo) if redo else [])
+    if redo:
+        _select(cfg, None, None, redo)  # unknown stage names are an error
+    # Disabled stages included: their old outputs are deleted too (they would outlive their manifest entry).
+    redo_set = downstream(set(redo or []))
     again = {n for n in only or [] if _BY_NAME[n].cheap}
     # Everything that can be checked without writing is checked on every rank, before anything is written.
     preflight(cfg, names)
@@ -584,10 +587,14 @@ def _prepare(cfg: RunConfig, paths: RunPaths, names: list[str], hashes: dict[str
     for n in redo:
         manifest.data["stages"].pop(n, None)  # in memory until the plan is accepted
     _check_plan(cfg, paths, manifest, names, hashes, enabled, redo)
-    for n in sorted(redo & set(enabled), key=STAGE_NAMES.index):
-        for p in _BY_NAME[n].written(paths):
+    # Every redone stage's outputs go, enabled or not: a disabled stage's old outputs (e.g. search's, made
+    # with the old verifier) would otherwise outlive their manifest entry and be read as current.
+    for n in sorted(redo, key=STAGE_NAMES.index):
+        written = [p for p in _BY_NAME[n].written(paths) if p.exists() or p.is_symlink()]
+        for p in written:
             _remove(p)
-        log(f"[{n}] outputs deleted (--redo)")
+        if written or n in enabled:
+            log(f"[{n}] outputs deleted (--redo)")
     if redo:
         manifest.save()
     atomic_write_text(paths.config, to_yaml(cfg))

@@ -15,13 +15,19 @@ the same line twice; two copies of one beam would halve the search). The answer 
 with the highest value (pick=value), or the answer most ended beams agree on, ties to the highest
 value (pick=vote).
 
+A solution never exceeds sample.max_new_tokens tokens (a line that crosses it is cut and its beam ends), the
+cap best-of-N's samples have. A line is also cut at search.step_tokens; the next step continues it, but the
+calculator sees only the current step's tokens, so an annotation open across that cut is not computed.
+
 Cost accounting, the unit of the equal-budget comparison in gsmv.evaluate: generated_tokens counts
-every token the sampler appended for the problem, calculator results included and EOS excluded, as a
-best-of-N sample's n_tokens does; scored_tokens counts the tokens the verifier read (prompt + prefix,
-each scored prefix in full: the scorer keeps no cache between steps).
+every token the sampler appended for the problem (a line's part beyond the budget included), calculator
+results included and EOS excluded, as a best-of-N sample's n_tokens does; scored_tokens counts the tokens
+of the sequences sent to the verifier (prompt + prefix, + EOS for a finished one; each scored prefix in
+full: the scorer keeps no cache between steps; before any cut to verifier.max_len, as best-of-N's count).
 
 Seeds are per (search seed, problem, step, beam rank, expansion), so a problem's search does not
-depend on which problems share its batch, and a resumed search repeats it exactly.
+depend on which problems share its batch (up to float rounding of the logits and values across batch
+shapes, as for sampling), and a resumed search repeats it.
 
     gsmv search            (the pipeline stage when search.enabled; writes search/shard-NNNNN.parquet)
 """
@@ -158,19 +164,21 @@ def search(problems: Sequence[tuple[str, Sequence[int], str | None]], sampler: S
         last = step == params.max_steps - 1
         for s in sampler.generate(requests):
             p, beam = parents[s.sample_idx]
-            p.generated += s.n_tokens
-            tokens = beam.tokens + s.tokens
-            child = Beam(tokens=tokens, forced=beam.forced + s.forced, calc_calls=beam.calc_calls + s.calc_calls,
-                         finished=s.finished)
-            child.ended = s.finished or len(tokens) >= params.max_new_tokens or last
+            p.generated += s.n_tokens  # the cost: all it generated, a part cut off below included
+            room = params.max_new_tokens - len(beam.tokens)
+            cut = s.n_tokens > room  # the solution's budget ends inside this line
+            new, forced = (s.tokens[:room], s.forced[:room]) if cut else (s.tokens, s.forced)
+            child = Beam(tokens=beam.tokens + new, forced=beam.forced + forced,
+                         calc_calls=beam.calc_calls + s.calc_calls, finished=s.finished and not cut)
+            child.ended = child.finished or len(child.tokens) >= params.max_new_tokens or last
             children[id(p)].append(child)
         # Score each problem's distinct new prefixes (sampler output comes in completion order: sort for
         # a deterministic keep order among equal values).
         todo: list[tuple[_Problem, Beam]] = []
         for p in live:
-            seen = {tuple(b.tokens) for b in p.kept if b.ended}
-            for child in sorted(children[id(p)], key=lambda b: b.tokens):
-                key = tuple(child.tokens)
+            seen = {(tuple(b.tokens), b.finished) for b in p.kept if b.ended}
+            for child in sorted(children[id(p)], key=lambda b: (b.tokens, b.finished)):
+                key = (tuple(child.tokens), child.finished)
                 if key not in seen:
                     seen.add(key)
                     todo.append((p, child))
@@ -201,7 +209,7 @@ def _result(p: _Problem, params: SearchParams, tokenizer: Any) -> SearchResult:
         best = max(range(len(final)), key=lambda i: final[i].value)
     chosen = final[best]
     text = decode(tokenizer, chosen.tokens)
-    votes = sum(a == answers[best] for a in answers) / len(answers)
+    votes = sum(a == answers[best] for a in answers) / len(answers) if answers[best] is not None else 0.0
     return SearchResult(problem_id=p.pid, beams=params.beams, text=text, tokens=list(chosen.tokens),
                         final_answer=answers[best],
                         is_correct=None if p.reference is None else is_correct(text, p.reference),
@@ -291,8 +299,8 @@ def main(cfg: RunConfig) -> dict[str, Any]:
             write_parquet(shard_path(paths.search, i), pa.Table.from_pylist(rows, schema=SEARCH_SCHEMA))
     secs = time.time() - t0
     if todo and state.is_main_process:
-        MetricsLog(paths.metrics, "search").log(shards=len(todo), seconds=round(secs, 2), beams=list(cfg.search.beams),
-                                                **totals)
+        MetricsLog(paths.metrics, "search").log(rank=0, shards=len(todo), seconds=round(secs, 2),
+                                                beams=list(cfg.search.beams), **totals)
     state.wait_for_everyone()
     if state.is_main_process and all(shard_path(paths.search, i).exists() for i in range(len(shards))):
         settings = {k: v for k, v in vars(cfg.search).items() if k not in ("enabled", "batch_size", "problems")}

@@ -12,7 +12,8 @@ Strategies (the ones `gsmv evaluate` measures):
   search     value-guided step-level search with `--beams` beams (gsmv.search, the run's search settings)
 
 The generator and verifier are loaded once; all questions are sampled together. Samples are seeded by
-(sample.seed, question text, sample index), so the same question gets the same answer on every call.
+(sample.seed, question text, sample index), search by (search.seed, question text, step, beam, expansion),
+so the same question gets the same answer on every call.
 """
 
 from __future__ import annotations

@@ -162,7 +162,7 @@ class HFSampler:
                 row.next_input = row.tokens[-1]
                 if len(row.tokens) >= p.max_new_tokens:
                     done.append((i, False))
-                elif self.newline is not None and not row.queue and self.newline[row.tokens[-1]]:
+                elif self.newline is not None and not row.forced[-1] and not row.queue and self.newline[row.tokens[-1]]:
                     done.append((i, False))  # end of a step (stop_at_newline)
             out = []
             # Highest slot first, so moving the last row into a hole never moves a finished row.
