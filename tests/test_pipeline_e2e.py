@@ -1,7 +1,8 @@
 """End to end: the smoke preset through `gsmv run`, an uninterrupted run against one killed and resumed.
 
-The killed run gets SIGKILL while it is inside finetuning, sampling, verifier training and scoring;
-each rerun of `gsmv run` must resume, and the final results.json must equal the uninterrupted run's.
+The killed run gets SIGKILL while it is inside finetuning, sampling, verifier training, scoring and
+value-guided search; each rerun of `gsmv run` must resume, and the final results.json must equal the
+uninterrupted run's.
 """
 
 import json
@@ -21,8 +22,13 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
+# Search on, small, in shards of 2 problems so that a kill can land between shards.
+SEARCH = ["search.enabled=true", "search.beams=[1,2]", "search.expansions=2", "search.max_steps=4",
+          "search.problems_per_shard=2"]
+
+
 def gsmv_cmd(out_dir: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "gsmv", "run", "--config", "smoke", f"out_dir={out_dir}", *extra]
+    return [sys.executable, "-m", "gsmv", "run", "--config", "smoke", f"out_dir={out_dir}", *SEARCH, *extra]
 
 
 def run_to_end(out_dir: Path) -> subprocess.CompletedProcess:
@@ -70,7 +76,8 @@ def results_without_timing(run_dir: Path) -> dict:
 def test_smoke_pipeline_resumes_after_sigkill_to_the_same_results(tmp_path):
     clean = tmp_path / "clean"
     proc = run_to_end(clean)
-    for stage in ("finetune", "sample-train", "train-verifier", "sample-test", "score", "evaluate", "report"):
+    for stage in ("finetune", "sample-train", "train-verifier", "sample-test", "score", "search", "evaluate",
+                  "report"):
         assert f"[{stage}]" in proc.stdout
     run_dir = clean / "smoke"
     manifest = json.loads((run_dir / "manifest.json").read_text())
@@ -88,6 +95,7 @@ def test_smoke_pipeline_resumes_after_sigkill_to_the_same_results(tmp_path):
         stage_running("sample-train", some_files("samples/train/shard-*.parquet")),
         stage_running("train-verifier", some_files("verifier/step-*")),
         stage_running("score", some_files("scores/test/shard-*.parquet")),
+        stage_running("search", some_files("search/shard-*.parquet")),
     ]
     hits = [kill_when(killed, ready) for ready in kill_points]
     print("kill points hit:", hits)
@@ -96,7 +104,8 @@ def test_smoke_pipeline_resumes_after_sigkill_to_the_same_results(tmp_path):
 
     assert results_without_timing(killed / "smoke") == results_without_timing(run_dir)
     # Stronger than the summary numbers: every sample and every verifier score is the same.
-    for folder in ("samples/train", "samples/val", "samples/test", "samples/test_greedy", "scores/test"):
+    assert "budget" in results_without_timing(run_dir)
+    for folder in ("samples/train", "samples/val", "samples/test", "samples/test_greedy", "scores/test", "search"):
         a = read_shards(run_dir / folder).to_pylist()
         b = read_shards(killed / "smoke" / folder).to_pylist()
         assert a == b, folder
