@@ -16,6 +16,10 @@ exactly --new-tokens tokens per sample (EOS ignored), at temperature 0.7.
   batches of --batch-size (its default DynamicCache and SDPA attention).
 - reference method: the released grade-school-math sampler's approach, re-implemented: batch 1,
   no KV cache, the whole prefix re-encoded for every new token. Timed on --reference-samples only.
+- CTranslate2 (the CPU inference engine a user would otherwise reach for; `pip install -e ".[bench]"`): the same
+  model converted with its Transformers converter, float32 and int8 weights, the same requests and token count
+  (min_length = max_length), full-vocabulary sampling at the same temperature, batch --batch-size, the same
+  threads; it has no calculator, so it does less work per sample than ours. Skipped when not installed.
 
 Achieved GFLOP/s counts, per generated token, 2 · (N_non_embedding + d·V) for the weight
 matmuls and the output projection, plus 4 · n_layer · d · ctx for attention scores and weighted
@@ -61,6 +65,41 @@ def reference_method(model, prompt: list[int], new_tokens: int, temperature: flo
     return new_tokens
 
 
+def ctranslate2_rows(model, tok, reqs, new_tokens: int, temperature: float, batch_size: int,
+                     threads: int) -> list[tuple[str, int, int, float]]:
+    """CTranslate2 float32 and int8 on the same requests (see the module docstring); [] without ctranslate2."""
+    try:
+        import ctranslate2
+    except ImportError:
+        print("# CTranslate2 not installed (pip install -e '.[bench]'): its rows are left out")
+        return []
+    import tempfile
+
+    rows = []
+    prompts = [tok.convert_ids_to_tokens(list(r.prompt_ids)) for r in reqs]
+    with tempfile.TemporaryDirectory() as tmp:
+        hf_dir = Path(tmp) / "hf"
+        model.save_pretrained(hf_dir)
+        tok.save_pretrained(hf_dir)
+        for quant in ("float32", "int8"):
+            out = Path(tmp) / f"ct2-{quant}"
+            ctranslate2.converters.TransformersConverter(str(hf_dir)).convert(str(out), quantization=quant)
+            # Our tokenizers have no BOS; CTranslate2's loader rejects a null one (it is never used here).
+            conf = json.loads((out / "config.json").read_text())
+            conf["bos_token"] = conf.get("bos_token") or conf["eos_token"]
+            (out / "config.json").write_text(json.dumps(conf))
+            gen = ctranslate2.Generator(str(out), device="cpu", compute_type=quant, inter_threads=1,
+                                        intra_threads=threads)
+            t0 = time.perf_counter()
+            res = gen.generate_batch(prompts, max_batch_size=batch_size, max_length=new_tokens,
+                                     min_length=new_tokens, sampling_topk=0, sampling_temperature=temperature,
+                                     include_prompt_in_result=False)
+            secs = time.perf_counter() - t0
+            n = sum(len(r.sequences_ids[0]) for r in res)
+            rows.append((f"CTranslate2 {quant} (no calculator)", batch_size, n, secs))
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="cpu-5m")
@@ -72,7 +111,7 @@ def main() -> None:
     ap.add_argument("--reference-samples", type=int, default=2)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     ap.add_argument("--matmul-size", type=int, default=1024)
-    ap.add_argument("--skip", nargs="*", default=[], choices=["hf", "reference"], help="methods to leave out")
+    ap.add_argument("--skip", nargs="*", default=[], choices=["hf", "reference", "ct2"], help="methods to leave out")
     ap.add_argument("--generic", action="store_true", help="also time gsmv's generic (non-Llama) engine")
     ap.add_argument("--quick", action="store_true", help="256 requests, 32 new tokens, 1 reference sample")
     args = ap.parse_args()
@@ -138,6 +177,9 @@ def main() -> None:
             n_ref = sum(reference_method(model, list(r.prompt_ids), L, args.temperature, g)
                         for r in reqs[: args.reference_samples])
         results.append(("reference method (no KV cache)", 1, n_ref, time.perf_counter() - t0))
+
+    if "ct2" not in args.skip:
+        results += ctranslate2_rows(model, tok, reqs, L, args.temperature, args.batch_size, torch.get_num_threads())
 
     ours = results[0][2] / results[0][3]
     print()
