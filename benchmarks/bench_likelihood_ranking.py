@@ -17,10 +17,9 @@ import collections
 
 import numpy as np
 import torch
+from bench_common import first_samples
 
 from gsmv.artifacts import RunPaths, read_shards
-from gsmv.config import load_config
-from gsmv.data.tasks import load_split
 from gsmv.metrics import auc, auc_within, best_of_n
 from gsmv.models.loading import load_model_and_tokenizer
 from gsmv.models.verifier import prompt_ids, solution_ids
@@ -58,14 +57,10 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     paths = RunPaths(a.run)
-    cfg = load_config(paths.config)
-    problems = {p.id: p for p in load_split(cfg, a.split)}
     model, tok = load_model_and_tokenizer(paths.generator_final)
     model.eval()
-    cols = ["problem_id", "sample_idx", "tokens", "is_correct", "finished", "forced"]
-    rows = read_shards(paths.samples(a.split)).select(cols).to_pylist()
-    keep_ids = set(list(dict.fromkeys(r["problem_id"] for r in rows))[:a.problems])
-    rows = [r for r in rows if r["problem_id"] in keep_ids]
+    problems, rows = first_samples(a.run, a.split, a.problems,
+                                   ["problem_id", "sample_idx", "tokens", "is_correct", "finished", "forced"])
     seqs, starts, keep = [], [], []
     for r in rows:
         p = prompt_ids(tok, problems[r["problem_id"]].question)

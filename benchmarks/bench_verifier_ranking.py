@@ -15,10 +15,9 @@ import collections
 
 import numpy as np
 import torch
+from bench_common import first_samples
 
-from gsmv.artifacts import RunPaths, read_shards
-from gsmv.config import load_config
-from gsmv.data.tasks import load_split
+from gsmv.artifacts import RunPaths
 from gsmv.metrics import auc, auc_within
 from gsmv.models.verifier import load_verifier, prompt_ids, score_sequences, solution_ids
 
@@ -33,12 +32,8 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     paths = RunPaths(a.run)
-    cfg = load_config(paths.config)
-    problems = {p.id: p for p in load_split(cfg, a.split)}
     ver, tok = load_verifier(a.verifier or paths.verifier_final)
-    rows = read_shards(paths.samples(a.split)).select(["problem_id", "tokens", "is_correct", "finished"]).to_pylist()
-    keep = set(list(dict.fromkeys(r["problem_id"] for r in rows))[:a.problems])
-    rows = [r for r in rows if r["problem_id"] in keep]
+    problems, rows = first_samples(a.run, a.split, a.problems, ["problem_id", "tokens", "is_correct", "finished"])
     seqs, starts = [], []
     for r in rows:
         prompt = prompt_ids(tok, problems[r["problem_id"]].question)

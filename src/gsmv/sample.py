@@ -70,8 +70,9 @@ def samples_table(samples: list[Sample]) -> pa.Table:
     return pa.Table.from_pylist([s.as_row() for s in samples], schema=SAMPLE_SCHEMA)
 
 
-def make_sampler(cfg: RunConfig, model_dir: Path, params: SamplingParams) -> Sampler:
-    """The configured backend over a saved model folder (model + tokenizer)."""
+def make_sampler(cfg: RunConfig, model_dir: Path, params: SamplingParams, batch_size: int | None = None) -> Sampler:
+    """The configured backend over a saved model folder (model + tokenizer); batch_size: the HF sampler's rows
+    decoded together (default sample.batch_size)."""
     if cfg.sample.backend == "vllm":
         from gsmv.sampling.vllm import VLLMSampler
 
@@ -82,7 +83,7 @@ def make_sampler(cfg: RunConfig, model_dir: Path, params: SamplingParams) -> Sam
 
     device = pick_device(cfg)
     model, tok = load_model_and_tokenizer(model_dir, dtype=pick_dtype(cfg, device), device=device)
-    return HFSampler(model, tok, params, batch_size=cfg.sample.batch_size)
+    return HFSampler(model, tok, params, batch_size=batch_size or cfg.sample.batch_size)
 
 
 def main(cfg: RunConfig, split: str) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from gsmv.artifacts import MetricsLog, RunPaths, list_shards, write_parquet
 from gsmv.config import RunConfig
 from gsmv.errors import GsmvError
 from gsmv.label import REFERENCE_SPLIT, read_columns
-from gsmv.models.verifier import load_verifier, max_positions, prompt_ids, solution_ids
+from gsmv.models.verifier import input_limit, load_verifier, pad_id_of, prompt_ids, solution_ids
 from gsmv.runtime import partial_state, pick_device, pick_dtype, setup_threads
 
 SCORE_SCHEMA = pa.schema([
@@ -73,11 +73,10 @@ def main(cfg: RunConfig, split: str = "test") -> dict:
     if todo:
         device = pick_device(cfg)
         verifier, tok = load_verifier(paths.verifier_final, dtype=pick_dtype(cfg, device), device=device)
-        pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        pad_id = pad_id_of(tok)
         prompts = {p.id: prompt_ids(tok, p.question) for p in load_split(cfg, REFERENCE_SPLIT[split])}
         # The longest input the verifier trained and was validated on (train-verifier cuts the same way).
-        limit = max_positions(verifier.lm)
-        limit = min(cfg.verifier.max_len, limit) if limit else cfg.verifier.max_len
+        limit = input_limit(verifier.lm, cfg.verifier.max_len)
         bar = tqdm(todo, desc=f"score {split} (rank {state.process_index})", unit="shard",
                    disable=not state.is_local_main_process)
         for path in bar:

@@ -240,10 +240,7 @@ def step_sampler(cfg: RunConfig, model_dir: Path) -> Sampler:
     sc = cfg.search
     params = SamplingParams(temperature=sc.temperature, top_p=sc.top_p, max_new_tokens=sc.step_tokens,
                             calculator=cfg.sample.calculator, stop_at_newline=True)
-    sampler = make_sampler(cfg, model_dir, params)
-    if hasattr(sampler, "batch_size"):
-        sampler.batch_size = sc.batch_size
-    return sampler
+    return make_sampler(cfg, model_dir, params, batch_size=sc.batch_size)
 
 
 def search_params(cfg: RunConfig, beams: int) -> SearchParams:
@@ -258,7 +255,7 @@ def main(cfg: RunConfig) -> dict[str, Any]:
     from gsmv.data.gsm8k import format_prompt
     from gsmv.data.tasks import load_split
     from gsmv.models.tokenizer import encode_prompt
-    from gsmv.models.verifier import load_verifier, max_positions
+    from gsmv.models.verifier import input_limit, load_verifier, pad_id_of
 
     state = partial_state(cfg)
     setup_threads(cfg)
@@ -282,10 +279,8 @@ def main(cfg: RunConfig) -> dict[str, Any]:
         sampler = step_sampler(cfg, paths.generator_final)
         device = pick_device(cfg)
         verifier, vtok = load_verifier(paths.verifier_final, dtype=pick_dtype(cfg, device), device=device)
-        pad = vtok.pad_token_id if vtok.pad_token_id is not None else vtok.eos_token_id
-        limit = max_positions(verifier.lm)
-        value_fn = verifier_value_fn(verifier, batch_size=cfg.score.batch_size, pad_id=pad,
-                                     max_len=min(cfg.verifier.max_len, limit) if limit else cfg.verifier.max_len)
+        value_fn = verifier_value_fn(verifier, batch_size=cfg.score.batch_size, pad_id=pad_id_of(vtok),
+                                     max_len=input_limit(verifier.lm, cfg.verifier.max_len))
         tok = sampler.tokenizer  # type: ignore[attr-defined]
         for i in tqdm(todo, desc="search", unit="shard", disable=not state.is_local_main_process):
             batch = [(p.id, tuple(encode_prompt(tok, format_prompt(p.question))), p.answer) for p in shards[i]]

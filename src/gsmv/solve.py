@@ -89,10 +89,11 @@ class Solver:
             raise GsmvError(f"{paths.verifier_final}: no trained verifier in this run folder (run train-verifier "
                             f"first, or use --strategy vote)")
         t0 = time.perf_counter()
-        from gsmv.models.verifier import load_verifier, max_positions
+        from gsmv.models.verifier import input_limit, load_verifier, max_positions, pad_id_of
         from gsmv.runtime import pick_device, pick_dtype
         from gsmv.sample import make_sampler
         from gsmv.sampling.base import SamplingParams
+        from gsmv.search import ValueFn, verifier_value_fn
 
         s = cfg.sample
         if strategy == "search":
@@ -105,12 +106,14 @@ class Solver:
             self.sampler = make_sampler(cfg, paths.generator_final, params)
         self.tok = self.sampler.tokenizer  # type: ignore[attr-defined]
         self.verifier = None
+        self.value_fn: ValueFn | None = None
         self.value_limit = cfg.verifier.max_len
         if have_verifier:
             device = pick_device(cfg)
-            self.verifier, _ = load_verifier(paths.verifier_final, dtype=pick_dtype(cfg, device), device=device)
-            limit = max_positions(self.verifier.lm)
-            self.value_limit = min(cfg.verifier.max_len, limit) if limit else cfg.verifier.max_len
+            self.verifier, vtok = load_verifier(paths.verifier_final, dtype=pick_dtype(cfg, device), device=device)
+            self.value_limit = input_limit(self.verifier.lm, cfg.verifier.max_len)
+            self.value_fn = verifier_value_fn(self.verifier, batch_size=cfg.score.batch_size, pad_id=pad_id_of(vtok),
+                                              max_len=self.value_limit)
         model = getattr(self.sampler, "model", None)
         self.context = max_positions(model) if model is not None else None
         self.load_seconds = time.perf_counter() - t0
@@ -133,14 +136,6 @@ class Solver:
                             f"(max_len {self.value_limit}) would not read the whole question")
         return ids
 
-    def _values(self, seqs: list[list[int]]) -> list[float]:
-        from gsmv.search import verifier_value_fn
-
-        pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.tok.eos_token_id
-        fn = verifier_value_fn(self.verifier, batch_size=self.cfg.score.batch_size, pad_id=pad,
-                               max_len=self.value_limit)
-        return fn(seqs)
-
     # ---------------------------------------------------------------- solving
 
     def solve(self, questions: list[str]) -> list[Answer]:
@@ -160,9 +155,9 @@ class Solver:
         for i, q in enumerate(questions):
             group = sorted(samples[i], key=lambda x: x.sample_idx)
             values: list[float] | None = None
-            if self.verifier is not None:
+            if self.value_fn is not None:
                 eos = self.tok.eos_token_id
-                values = self._values([list(prompts[i]) + solution_ids(x.tokens, x.finished, eos) for x in group])
+                values = self.value_fn([list(prompts[i]) + solution_ids(x.tokens, x.finished, eos) for x in group])
             out.append(self._pick(q, group, values))
         return out
 
@@ -194,13 +189,11 @@ class Solver:
 
     def _search(self, questions: list[str], prompts: list[tuple[int, ...]]) -> list[Answer]:
         from gsmv.data.answers import normalize_answer
-        from gsmv.search import search, search_params, verifier_value_fn
+        from gsmv.search import search, search_params
 
-        pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.tok.eos_token_id
-        fn = verifier_value_fn(self.verifier, batch_size=self.cfg.score.batch_size, pad_id=pad,
-                               max_len=self.value_limit)
         probs = [(question_key(q), p, None) for q, p in zip(questions, prompts, strict=True)]
-        res = search(probs, self.sampler, fn, search_params(self.cfg, self.beams), self.tok, self.tok.eos_token_id)
+        res = search(probs, self.sampler, self.value_fn, search_params(self.cfg, self.beams), self.tok,
+                     self.tok.eos_token_id)
         return [Answer(question=q, answer=normalize_answer(r.final_answer) if r.final_answer is not None else None,
                        solution=r.text, value=r.value, votes=r.votes, strategy=f"search (K={self.beams})",
                        tokens=r.generated_tokens) for q, r in zip(questions, res, strict=True)]

@@ -292,6 +292,18 @@ def max_positions(lm: nn.Module) -> int | None:
     return None
 
 
+def input_limit(lm: nn.Module, max_len: int) -> int:
+    """The longest input the verifier reads: verifier.max_len, capped by the LM's positions (training, scoring,
+    search and solve cut the same way)."""
+    limit = max_positions(lm)
+    return min(max_len, limit) if limit else max_len
+
+
+def pad_id_of(tokenizer: Any) -> int:
+    """The id batches are padded with: the tokenizer's pad token, else EOS (padding is masked either way)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
 def _token_string(tok: Any, tid: int | None) -> str | None:
     if tok is None or tid is None:
         return None

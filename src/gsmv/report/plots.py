@@ -59,6 +59,16 @@ def _log_x(ax, xs: Sequence[int]) -> None:
     ax.minorticks_off()
 
 
+def _finish_accuracy(fig: Figure, ax, path: str | Path, *, xlabel: str, title: str, legend_size: int = 8) -> Path:
+    """Labels, grid and legend of an accuracy plot (y: % of test problems solved), then save it."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("% of test problems solved")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=legend_size)
+    return _save(fig, path)
+
+
 def _hline(ax, metric: Mapping | None, label: str, color: str) -> None:
     if metric and metric.get("value") is not None:
         ax.axhline(100.0 * metric["value"], ls="--", lw=1.1, color=color, label=label)
@@ -76,12 +86,8 @@ def plot_scaling(results: Mapping, path: str | Path) -> Path:
         _curve(ax, curves["majority_vote"], "majority vote over N", COLORS["majority_vote"], marker="^")
     _hline(ax, results["metrics"].get("test@1"), "test@1 (greedy)", COLORS["test@1"])
     _log_x(ax, curves.get("pass_at_k", {}).get("x", [1]))
-    ax.set_xlabel("number of samples N (log scale)")
-    ax.set_ylabel("% of test problems solved")
-    ax.set_title(f"{results.get('run', '')}: accuracy vs number of samples")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return _save(fig, path)
+    return _finish_accuracy(fig, ax, path, xlabel="number of samples N (log scale)",
+                            title=f"{results.get('run', '')}: accuracy vs number of samples")
 
 
 def plot_top_k(results: Mapping, path: str | Path) -> Path:
@@ -94,12 +100,8 @@ def plot_top_k(results: Mapping, path: str | Path) -> Path:
     n = results.get("n_samples")
     _hline(ax, results["metrics"].get("best_of_n"), f"best-of-{n} (k = 1 without voting)", COLORS["best_of_n"])
     _hline(ax, results["metrics"].get("majority_vote"), f"majority vote over all {n}", COLORS["majority_vote"])
-    ax.set_xlabel("k: top-ranked samples that vote (log scale)")
-    ax.set_ylabel("% of test problems solved")
-    ax.set_title(f"{results.get('run', '')}: verifier top-k voting")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return _save(fig, path)
+    return _finish_accuracy(fig, ax, path, xlabel="k: top-ranked samples that vote (log scale)",
+                            title=f"{results.get('run', '')}: verifier top-k voting")
 
 
 def plot_budget(results: Mapping, path: str | Path) -> Path:
@@ -120,12 +122,8 @@ def plot_budget(results: Mapping, path: str | Path) -> Path:
             for xi, yi, k in zip(x, y, cur["x"], strict=True):
                 ax.annotate(f"K={k}", (xi, yi), textcoords="offset points", xytext=(4, -10), fontsize=7)
     ax.set_xscale("log")
-    ax.set_xlabel("generated tokens per problem (log scale)")
-    ax.set_ylabel("% of test problems solved")
-    ax.set_title(f"{results.get('run', '')}: accuracy at equal cost ({b['problems']} problems)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return _save(fig, path)
+    return _finish_accuracy(fig, ax, path, xlabel="generated tokens per problem (log scale)",
+                            title=f"{results.get('run', '')}: accuracy at equal cost ({b['problems']} problems)")
 
 
 def _num(rec: Mapping, *keys: str) -> float | None:
@@ -222,9 +220,5 @@ def plot_compare(runs: Mapping[str, Mapping], path: str | Path) -> Path:
             ax.plot(cur["x"], _pct(cur["value"]), ls=":", lw=1.2, color=color, label=f"{label}: majority vote")
     if xs:
         _log_x(ax, xs)
-    ax.set_xlabel("number of samples N (log scale)")
-    ax.set_ylabel("% of test problems solved")
-    ax.set_title("comparison of runs")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    return _save(fig, path)
+    return _finish_accuracy(fig, ax, path, xlabel="number of samples N (log scale)", title="comparison of runs",
+                            legend_size=7)

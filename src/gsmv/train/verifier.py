@@ -53,7 +53,8 @@ from gsmv.models.verifier import (
     Verifier,
     build_verifier,
     ensure_value_token,
-    max_positions,
+    input_limit,
+    pad_id_of,
     prompt_ids,
     score_sequences,
     solution_ids,
@@ -342,9 +343,8 @@ def main(cfg: RunConfig, *, on_step: Callable[[int], None] | None = None) -> dic
     seed_everything(vcfg.seed)
     ver, tok, init_desc = build_initial_verifier(cfg)
     _freeze_unused_lm_head(ver, vcfg)
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    limit = max_positions(ver.lm)
-    max_len = min(vcfg.max_len, limit) if limit else vcfg.max_len
+    pad_id = pad_id_of(tok)
+    max_len = input_limit(ver.lm, vcfg.max_len)
 
     problems = {split: load_split(cfg, split) for split in ("train", "val")}
 
