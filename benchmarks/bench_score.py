@@ -9,6 +9,12 @@ and --max-len tokens): throughput does not depend on what the weights are.
 Scoring runs gsmv.models.verifier.score_sequences (length-sorted batches, values only: the token
 head reads one row of the unembedding, no vocabulary projection); the row "full logits" runs the
 same batches through the plain LM forward (with the vocabulary projection) for comparison.
+Sequences come in groups of --samples-per-prompt that share their first half (one problem's samples
+share its prompt, as in the score stage); the row "score, shared prompts" scores the same sequences
+with share_prompts=True (the score stage's path: each prompt read once per batch). Its tokens/s
+counts every token scored, its GFLOP/s only the work done (solution tokens, plus each prompt once
+per batch), so its % roofline says how well that work runs and tokens/s against the row above says
+what sharing saves.
 Forward FLOPs per token are counted as
 
     2 · N_non_embedding + 2 · n_layer · L · d      (+ 2 · d · V for the full-logits row)
@@ -67,6 +73,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--min-len", type=int, default=120)
     ap.add_argument("--max-len", type=int, default=320)
+    ap.add_argument("--samples-per-prompt", type=int, default=64)
     ap.add_argument("--train-steps", type=int, default=3)
     ap.add_argument("--train-batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
@@ -82,6 +89,12 @@ def main() -> None:
     lens = rng.integers(args.min_len, args.max_len + 1, size=args.samples)
     seqs = [rng.integers(0, len(tok) - 3, size=int(n)).tolist() for n in lens]
     starts = [int(n) // 2 for n in lens]
+    k = args.samples_per_prompt
+    for i in range(len(seqs)):  # the group's first sequence gives the prompt (its first half)
+        g = i - i % k
+        seqs[i] = seqs[g][:starts[g]] + seqs[i][starts[i]:]
+        starts[i] = starts[g]
+    lens = np.array([len(x) for x in seqs])
     n_tokens = int(lens.sum())
     mean_len = float(lens.mean())
     n = args.matmul_size
@@ -99,6 +112,17 @@ def main() -> None:
     dt = time.perf_counter() - t0
     gf = forward_flops_per_token(lm, mean_len, with_vocab=False) * n_tokens / dt / 1e9
     rows.append(("score (values only)", args.samples / dt, n_tokens / dt, gf))
+
+    score_sequences(ver, seqs[:k], starts[:k], batch_size=args.batch_size, pad_id=tok.pad_token_id,
+                    share_prompts=True)  # warm-up
+    t0 = time.perf_counter()
+    score_sequences(ver, seqs, starts, batch_size=args.batch_size, pad_id=tok.pad_token_id, share_prompts=True)
+    dt = time.perf_counter() - t0
+    done = sum(len(x) - st for x, st in zip(seqs, starts, strict=True))  # solution tokens
+    for g in range(0, len(seqs), k):  # each group's prompt, once per batch
+        done += starts[g] * -(-len(seqs[g:g + k]) // args.batch_size)
+    gf = forward_flops_per_token(lm, mean_len, with_vocab=False) * done / dt / 1e9
+    rows.append(("score, shared prompts", args.samples / dt, n_tokens / dt, gf))
 
     order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
     t0 = time.perf_counter()
@@ -141,7 +165,7 @@ def main() -> None:
     params = count_params(lm)
     print(f"# bench_score: preset {args.preset} ({params['non_embedding'] / 1e6:.2f}M non-embedding, vocab "
           f"{cfg.vocab_size}), {args.samples} samples of {args.min_len}-{args.max_len} tokens (mean {mean_len:.0f}), "
-          f"batch {args.batch_size}, {args.threads} threads, torch {torch.__version__}, {platform.processor() or platform.machine()}")
+          f"{args.samples_per_prompt} per prompt, batch {args.batch_size}, {args.threads} threads, torch {torch.__version__}, {platform.processor() or platform.machine()}")
     print("# fp32 matmul roofline (best): " + ", ".join(f"{m}x{k}x{n_}: {g:.1f}" for (m, k, n_), g in roofs.items())
           + f" GFLOP/s → {roof:.1f}")
     print(f"| {'what':<26} | {'samples/s':>10} | {'tokens/s':>10} | {'GFLOP/s':>8} | {'% roofline':>10} |")

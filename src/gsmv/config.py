@@ -129,7 +129,10 @@ class VerifierConfig(TrainConfig):
     # process: step-level truth (tasks that have it, e.g. synth): 1 until the first wrong step, 0 from it on.
     labels: str = "outcome"
     # generator (paper, Appendix E: "we initialize our verifiers from their corresponding generators") |
-    # base: cfg.model.name (a hub model or folder; for from-scratch presets a fresh random model).
+    # base: cfg.model.name (a hub model or folder; for from-scratch presets a fresh random model) |
+    # a model folder (e.g. another run's generator/final): a verifier of another size than the generator, as in
+    # the paper's generator/verifier size comparison. It must share the generator's vocabulary, since the
+    # verifier reads the samples' token ids. The stage hash sees the path, not the weights in it.
     init: str = "generator"
     # The reserved token whose logit the "token" head reads; added to the vocabulary when a tokenizer
     # (a hub model's) lacks it, so the head always starts from a row of the LM's own unembedding.
@@ -210,7 +213,6 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "verifier.level": ("token", "solution"),
     "verifier.head": ("token", "linear"),
     "verifier.loss": ("mse", "bce"),
-    "verifier.init": ("generator", "base"),
     "verifier.lm_data": ("reference", "samples"),
     "verifier.labels": ("outcome", "process"),
     "search.pick": ("value", "vote"),
@@ -266,6 +268,8 @@ def _check(cfg: RunConfig) -> None:
     for key in ("p_combine", "p_pack"):
         if not 0.0 <= getattr(sy, key) <= 1.0:
             raise GsmvError(f"config key 'data.synth.{key}' must be in [0, 1]")
+    if not str(cfg.verifier.init).strip():
+        raise GsmvError("config key 'verifier.init' is empty: use generator, base or a model folder")
     if cfg.verifier.lm_ratio < 0:
         raise GsmvError("config key 'verifier.lm_ratio' must be >= 0")
     if cfg.verifier.labels == "process" and cfg.data.source != "synth":

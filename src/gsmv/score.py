@@ -81,8 +81,9 @@ def main(cfg: RunConfig, split: str = "test") -> dict:
                    disable=not state.is_local_main_process)
         for path in bar:
             t, seqs, starts, n_sampled = sequences_for_shard(path, prompts, split, tok.eos_token_id)
+            # A shard holds whole problems, so each problem's samples read its prompt once.
             res = verifier.score_sequences(seqs, starts, batch_size=cfg.score.batch_size, pad_id=pad_id,
-                                           max_len=limit)
+                                           max_len=limit, share_prompts=True)
             keep = cfg.score.keep_token_values
             table = pa.table({
                 "problem_id": t.column("problem_id").cast(pa.string()),

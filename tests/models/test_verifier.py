@@ -16,6 +16,7 @@ from gsmv.models.verifier import (
     build_verifier,
     load_verifier,
     prompt_ids,
+    score_sequences,
 )
 
 
@@ -164,6 +165,39 @@ def test_score_sequences_matches_single_forward(tiny_llama_dir):
         np.testing.assert_allclose(vals, v[st:], rtol=1e-5, atol=1e-6)
         assert final == pytest.approx(float(v[-1]), abs=1e-6)
         assert len(vals) == len(s) - st
+
+
+@pytest.mark.parametrize("model", ["tiny_llama_dir", "tiny_gpt2_dir"])
+@pytest.mark.parametrize("head", ["token", "linear"])
+def test_shared_prompt_scoring_equals_the_plain_path(model, head, request):
+    # One problem's samples read their prompt once (its cache copied to each row): every value must be
+    # what the plain padded batch gives, for rotary (Llama) and absolute (GPT-2) positions alike, with
+    # prompts seen once, empty solutions and over-long sequences (plain path) mixed in.
+    ver, tok = build_verifier(request.getfixturevalue(model), head=head)
+    ver.eval()
+    if head == "linear":
+        torch.nn.init.normal_(ver.linear.weight, std=0.5)
+    rng = np.random.default_rng(0)
+    word = lambda n: [int(t) for t in rng.integers(0, len(tok) - 3, size=n)]  # noqa: E731
+    prompts = [word(7), word(12), word(3)]
+    seqs, starts = [], []
+    for k, n_sol in [(0, 5), (0, 9), (1, 1), (0, 14), (1, 20), (1, 6), (2, 4), (0, 0), (1, 40), (0, 9)]:
+        seqs.append(prompts[k] + word(n_sol))
+        starts.append(len(prompts[k]))
+    kw = dict(batch_size=2, pad_id=tok.pad_token_id, max_len=48)
+    plain = ver.score_sequences(seqs, starts, **kw)
+    calls = []
+    ver.register_forward_hook(lambda *a: calls.append(1))
+    shared = ver.score_sequences(seqs, starts, share_prompts=True, **kw)
+    for (f0, v0), (f1, v1) in zip(plain, shared, strict=True):
+        assert len(v0) == len(v1)
+        np.testing.assert_allclose(v1, v0, rtol=1e-5, atol=1e-6)
+        assert f1 == pytest.approx(f0, abs=1e-6)
+    # Only the three rows without a shared prompt (empty solution, over max_len, a prompt seen once)
+    # go through the plain forward, in two batches of 2.
+    assert len(calls) == 2
+    with pytest.raises(GsmvError, match="plain Verifier"):
+        score_sequences(torch.nn.Sequential(ver), seqs, starts, share_prompts=True, **kw)
 
 
 def test_score_sequences_truncates_from_the_left(tiny_llama_dir):

@@ -269,6 +269,35 @@ def test_init_resolution_and_missing_generator(tiny_cfg, tiny_gpt2_dir):
     assert desc == str(tiny_gpt2_dir) and tok.convert_ids_to_tokens(ver.value_token_id) == "<|value|>"
 
 
+def test_init_from_a_model_folder_of_another_size(tiny_cfg, tiny_llama_dir, tiny_gpt2_dir, tmp_path):
+    # verifier.init = a folder: a verifier of another size than the generator (the paper's size comparison),
+    # trained end to end on the generator's samples.
+    from transformers import AutoModelForCausalLM
+
+    paths = _setup_run(tiny_cfg, tiny_llama_dir)
+    lm = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    bigger = type(lm)(lm.config.__class__(**{**lm.config.to_dict(), "num_hidden_layers": 3}))
+    folder = tmp_path / "bigger"
+    bigger.save_pretrained(folder)
+    shutil.copy(tiny_llama_dir / "tokenizer.json", folder)
+    shutil.copy(tiny_llama_dir / "tokenizer_config.json", folder)
+    tiny_cfg.verifier.init = str(folder)
+    ver, _, desc = tv.build_initial_verifier(tiny_cfg)
+    assert desc == str(folder) and ver.lm.config.num_hidden_layers == 3
+    tv.main(tiny_cfg)
+    trained, _ = load_verifier(paths.verifier_final)
+    assert trained.lm.config.num_hidden_layers == 3
+    data = next(r for r in read_metrics(paths.metrics, "train-verifier") if r.get("event") == "data")
+    assert data["init"] == str(folder)
+    # Another vocabulary cannot read the samples' token ids; a folder without a model is no init.
+    tiny_cfg.verifier.init = str(tiny_gpt2_dir)
+    with pytest.raises(GsmvError, match="vocabulary differs from the generator's"):
+        tv.build_initial_verifier(tiny_cfg)
+    tiny_cfg.verifier.init = str(tmp_path)
+    with pytest.raises(GsmvError, match="not a model folder"):
+        tv.build_initial_verifier(tiny_cfg)
+
+
 def test_no_train_samples_is_an_error(tiny_cfg):
     with pytest.raises(GsmvError, match="no train samples"):
         tv.main(tiny_cfg)

@@ -92,13 +92,18 @@ class Verifier(nn.Module):
             nn.init.zeros_(self.linear.bias)
 
     # -- forward -------------------------------------------------------------------------------
-    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-        """Final hidden states (after the last norm), the input of the unembedding."""
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                      cache: Any = None) -> torch.Tensor:
+        """Final hidden states (after the last norm), the input of the unembedding. With `cache` (a
+        transformers Cache holding earlier positions) the ids continue it, and it grows in place."""
+        from gsmv.sampling.cache_utils import cache_kwarg
+
         base = self.lm.base_model
+        model = base if base is not self.lm else self.lm
+        kw = {cache_kwarg(model): cache, "use_cache": True} if cache is not None else {"use_cache": False}
         if base is not self.lm:
-            return base(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)[0]
-        out = self.lm(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True,
-                      use_cache=False)
+            return base(input_ids=input_ids, attention_mask=attention_mask, **kw)[0]
+        out = self.lm(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, **kw)
         return out.hidden_states[-1]
 
     def value_logits(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -158,10 +163,10 @@ class Verifier(nn.Module):
     # -- scoring -------------------------------------------------------------------------------
     def score_sequences(self, sequences: Sequence[Sequence[int]], starts: Sequence[int], *, batch_size: int,
                         pad_id: int, max_len: int | None = None, progress: bool = False,
-                        desc: str = "score") -> list[tuple[float, np.ndarray]]:
+                        desc: str = "score", share_prompts: bool = False) -> list[tuple[float, np.ndarray]]:
         """(final value, values at positions starts[i]..end) for each sequence; see score_sequences."""
         return score_sequences(self, sequences, starts, batch_size=batch_size, pad_id=pad_id, max_len=max_len,
-                               progress=progress, desc=desc)
+                               progress=progress, desc=desc, share_prompts=share_prompts)
 
     # -- persistence ---------------------------------------------------------------------------
     @classmethod
@@ -219,7 +224,8 @@ class Verifier(nn.Module):
 @torch.inference_mode()
 def score_sequences(model: nn.Module, sequences: Sequence[Sequence[int]], starts: Sequence[int], *,
                     batch_size: int, pad_id: int, max_len: int | None = None, min_batches: int = 0,
-                    progress: bool = False, desc: str = "score") -> list[tuple[float, np.ndarray]]:
+                    progress: bool = False, desc: str = "score",
+                    share_prompts: bool = False) -> list[tuple[float, np.ndarray]]:
     """(final value, values at positions starts[i]..end) for each sequence, in input order.
 
     `model` is a Verifier or a wrapper of one (DDP, FSDP) called as model(ids, mask, return_logits=False).
@@ -228,10 +234,18 @@ def score_sequences(model: nn.Module, sequences: Sequence[Sequence[int]], starts
     solution is scored); values of solution tokens cut off that way are NaN. With min_batches,
     extra forward passes on a dummy row pad the count: wrapped models run collectives in forward,
     so every rank must make the same number of calls.
+
+    share_prompts (a plain Verifier only): sequences with the same tokens before starts[i] (one
+    problem's samples) read that prompt once; see _score_shared_prompts.
     """
-    device = next(model.parameters()).device
-    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
     out: list[tuple[float, np.ndarray]] = [(float("nan"), np.zeros(0, np.float32))] * len(sequences)
+    rest = range(len(sequences))
+    if share_prompts:
+        if not isinstance(model, Verifier):
+            raise GsmvError("score_sequences: share_prompts needs a plain Verifier (not a wrapped one)")
+        rest = _score_shared_prompts(model, sequences, starts, batch_size, max_len, out, progress, desc)
+    device = next(model.parameters()).device
+    order = sorted(rest, key=lambda i: -len(sequences[i]))
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     for batch in tqdm(batches, desc=desc, disable=not progress, unit="batch"):
         rows, cuts = [], []
@@ -260,6 +274,54 @@ def score_sequences(model: nn.Module, sequences: Sequence[Sequence[int]], starts
     for _ in range(len(batches), min_batches):
         model(dummy, torch.ones_like(dummy), return_logits=False)
     return out
+
+
+def _score_shared_prompts(model: Verifier, sequences: Sequence[Sequence[int]], starts: Sequence[int],
+                          batch_size: int, max_len: int | None, out: list, progress: bool, desc: str) -> list[int]:
+    """Score, into `out`, the sequences that share a prompt (the tokens before starts[i]) with others;
+    returns the indices left for the plain path.
+
+    A problem's 100 samples repeat its prompt, about half of each sequence on the synthetic task: the
+    prompt goes through the model once per batch (one row, its keys and values copied to every row) and
+    only the solutions are batched. Solutions are right-padded: causal attention keeps a pad from
+    changing any earlier position, so no mask is needed and each row's values equal the plain path's.
+    Sequences cut by max_len, those with no solution token and prompts seen once take the plain path."""
+    from transformers import DynamicCache
+
+    from gsmv.sampling.cache_utils import layer_kv
+
+    groups: dict[tuple[int, ...], list[int]] = {}
+    rest = []
+    for i, seq in enumerate(sequences):
+        if 0 < starts[i] < len(seq) and not (max_len and len(seq) > max_len):
+            groups.setdefault(tuple(seq[:starts[i]]), []).append(i)
+        else:
+            rest.append(i)
+    device = next(model.parameters()).device
+    batches = []
+    for prompt, idx in groups.items():
+        if len(idx) == 1:
+            rest += idx
+            continue
+        idx.sort(key=lambda i: -len(sequences[i]))
+        batches += [(prompt, idx[j:j + batch_size]) for j in range(0, len(idx), batch_size)]
+    for prompt, batch in tqdm(batches, desc=desc, disable=not progress, unit="batch"):
+        cache = DynamicCache()
+        model.hidden_states(torch.tensor([prompt], dtype=torch.long, device=device), None, cache)
+        kv = [(k.expand(len(batch), *k.shape[1:]).contiguous(), v.expand(len(batch), *v.shape[1:]).contiguous())
+              for k, v in layer_kv(cache)]
+        p = len(prompt)
+        width = max(len(sequences[i]) for i in batch) - p
+        ids = torch.zeros((len(batch), width), dtype=torch.long)  # right padding: never attended to
+        for j, i in enumerate(batch):
+            sol = sequences[i][p:]
+            ids[j, :len(sol)] = torch.tensor(sol, dtype=torch.long)
+        hidden = model.hidden_states(ids.to(device), None, DynamicCache(ddp_cache_data=kv))
+        values = torch.sigmoid(model.value_logits(hidden)).float().cpu().numpy()
+        for j, i in enumerate(batch):
+            n = len(sequences[i]) - p
+            out[i] = (float(values[j, n - 1]), values[j, :n].astype(np.float32))
+    return rest
 
 
 def prompt_ids(tokenizer: Any, question: str) -> list[int]:

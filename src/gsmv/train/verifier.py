@@ -20,7 +20,9 @@ Loss (per micro-batch, a mean over the positions that carry it):
   cfg.verifier.lm_weight; at 0 the LM logits are not even computed.
 
 Init (cfg.verifier.init): "generator" = run_dir/generator/final (the paper, for every model),
-"base" = cfg.model.name (a hub model / folder, or for presets a fresh random model).
+"base" = cfg.model.name (a hub model / folder, or for presets a fresh random model), or a model
+folder, such as another run's generator/final (a larger or smaller verifier than the generator),
+whose vocabulary must be the generator's.
 The token head's gain and bias are first fitted to the data (Verifier.calibrate_head).
 
 Validation on samples of the val problems (samples/val): AUC, accuracy at 0.5, ECE, Brier
@@ -274,6 +276,8 @@ def build_initial_verifier(cfg: RunConfig) -> tuple[Verifier, Any, str]:
         ver, tok = build_verifier(paths.generator_final, head=vcfg.head, value_token=vcfg.value_token,
                                   dtype=torch.float32, device="cpu", dropout=vcfg.dropout)
         return ver, tok, str(paths.generator_final)
+    if vcfg.init != "base":
+        return _verifier_from_folder(Path(vcfg.init), cfg)
     if is_preset(cfg.model.name):
         from transformers import AutoTokenizer
 
@@ -289,6 +293,27 @@ def build_initial_verifier(cfg: RunConfig) -> tuple[Verifier, Any, str]:
     ver, tok = build_verifier(cfg.model.name, head=vcfg.head, value_token=vcfg.value_token, dtype=torch.float32,
                               device="cpu", dropout=vcfg.dropout)
     return ver, tok, cfg.model.name
+
+
+def _verifier_from_folder(folder: Path, cfg: RunConfig) -> tuple[Verifier, Any, str]:
+    """verifier.init = a model folder: its weights, checked to read the generator's token ids the same way."""
+    from transformers import AutoTokenizer
+
+    vcfg = cfg.verifier
+    if not (folder / "config.json").is_file():
+        raise GsmvError(f"verifier.init={folder}: not a model folder (no config.json)")
+    paths = RunPaths(cfg.run_dir)
+    ours = paths.generator_final if (paths.generator_final / "config.json").is_file() else paths.tokenizer
+    if not ours.is_dir():
+        raise GsmvError(f"{paths.generator_final}: no generator whose vocabulary the verifier must share "
+                        "(run finetune first)")
+    theirs = AutoTokenizer.from_pretrained(folder)
+    if theirs.get_vocab() != AutoTokenizer.from_pretrained(ours).get_vocab():
+        raise GsmvError(f"verifier.init={folder}: its vocabulary differs from the generator's ({ours}); the "
+                        "verifier reads the samples' token ids, so it must share the generator's tokenizer")
+    ver, tok = build_verifier(folder, head=vcfg.head, value_token=vcfg.value_token, dtype=torch.float32,
+                              device="cpu", dropout=vcfg.dropout)
+    return ver, tok, str(folder)
 
 
 def _freeze_unused_lm_head(ver: Verifier, vcfg: VerifierConfig) -> None:
