@@ -57,7 +57,8 @@ TREE = {
 def scripted_value(scored: list[list[int]]):
     """Prefers any prefix through b=3, then a=1; records what it read."""
 
-    def fn(seqs):
+    def fn(seqs, starts):
+        assert starts == [1] * len(seqs)  # every solution starts after the one-token prompt
         scored.extend(seqs)
         return [0.9 if T["b=3\n"] in s else 0.5 if T["a=1\n"] in s else 0.2 for s in seqs]
 
@@ -102,7 +103,7 @@ def test_vote_pick_takes_the_most_common_answer_of_the_final_beams():
     tree = {**TREE, (T["a=2\n"],): [[T["b=3\n"]], [T["b=4\n"]], [T["x"], T["\n"]]],
             (T["a=2\n"], T["x"], T["\n"]): [[T["#### 2"]]]}
 
-    def value(seqs):
+    def value(seqs, starts):
         return [0.9 if T["b=3\n"] in q else 0.6 if T["b=4\n"] in q or T["x"] in q else 0.5 if T["a=1\n"] in q
                 else 0.2 for q in seqs]
 
@@ -160,7 +161,8 @@ def test_search_with_the_hf_sampler_on_a_tiny_model_is_deterministic(tiny_llama_
     params = SamplingParams(temperature=1.0, max_new_tokens=6, stop_at_newline=True)
     probs = [(f"q{i}", tuple(tok.encode(f"Question {i}?\n", add_special_tokens=False)), "1") for i in range(3)]
 
-    def value(seqs):
+    def value(seqs, starts):
+        assert all(tuple(s[:st]) in {p for _, p, _ in probs} for s, st in zip(seqs, starts, strict=True))
         return [(sum(s) % 97) / 97 for s in seqs]
 
     # 3 steps of up to 6 tokens could write 18; the solution budget of 10 cuts the line that crosses it.

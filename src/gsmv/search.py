@@ -53,8 +53,9 @@ from gsmv.sampling.base import Request, Sampler, SamplingParams, decode, request
 
 PICKS = ("value", "vote")
 
-# Full sequences (prompt + solution tokens, + EOS for a finished one) -> the verifier's value at the last token.
-ValueFn = Callable[[list[list[int]]], list[float]]
+# (full sequences: prompt + solution tokens, + EOS for a finished one; where each solution starts, i.e. its
+# prompt's length) -> the verifier's value at each sequence's last token.
+ValueFn = Callable[[list[list[int]], list[int]], list[float]]
 
 
 @dataclass(frozen=True)
@@ -183,7 +184,7 @@ def search(problems: Sequence[tuple[str, Sequence[int], str | None]], sampler: S
                     seen.add(key)
                     todo.append((p, child))
         seqs = [list(p.prompt) + b.tokens + ([eos_id] if b.finished and eos_id is not None else []) for p, b in todo]
-        values = value_fn(seqs) if seqs else []
+        values = value_fn(seqs, [len(p.prompt) for p, _ in todo]) if seqs else []
         for (p, b), seq, v in zip(todo, seqs, values, strict=True):
             b.value = float(v)
             p.scored += len(seq)
@@ -221,9 +222,10 @@ def verifier_value_fn(verifier: Any, *, batch_size: int, pad_id: int, max_len: i
     """value_fn over a gsmv Verifier: the value at each sequence's last token (gsmv.models.verifier.score_sequences)."""
     from gsmv.models.verifier import score_sequences
 
-    def fn(seqs: list[list[int]]) -> list[float]:
-        out = score_sequences(verifier, seqs, [len(s) - 1 for s in seqs], batch_size=batch_size, pad_id=pad_id,
-                              max_len=max_len)
+    def fn(seqs: list[list[int]], starts: list[int]) -> list[float]:
+        # One problem's beams share its prompt: it is read once per batch (share_prompts).
+        out = score_sequences(verifier, seqs, starts, batch_size=batch_size, pad_id=pad_id, max_len=max_len,
+                              share_prompts=True)
         return [v for v, _ in out]
 
     return fn

@@ -157,7 +157,8 @@ class Solver:
             values: list[float] | None = None
             if self.value_fn is not None:
                 eos = self.tok.eos_token_id
-                values = self.value_fn([list(prompts[i]) + solution_ids(x.tokens, x.finished, eos) for x in group])
+                values = self.value_fn([list(prompts[i]) + solution_ids(x.tokens, x.finished, eos) for x in group],
+                                       [len(prompts[i])] * len(group))
             out.append(self._pick(q, group, values))
         return out
 
