@@ -120,9 +120,37 @@ def test_report_compares_runs_and_rejects_a_missing_one(tiny_cfg, tmp_path):
     assert_png(paths.plots / "compare.png")
     md = paths.report_md.read_text()
     assert "## Comparison of runs" in md
-    assert "| solution | solution | 0.0 |" in md and "| t |" in md
+    assert "| solution |  | solution | 0.0 |" in md and "| t |" in md
+    assert "train_size.png" not in md  # neither run logged its generator's training-set size
     tiny_cfg.report.compare = [str(tmp_path / "nope")]
     before = paths.report_md.read_text()
     with pytest.raises(GsmvError, match=r"nope/results.json: file not found"):
         report.main(tiny_cfg)
     assert paths.report_md.read_text() == before
+
+
+def test_report_plots_finetuning_and_verification_by_training_set_size(tiny_cfg, tmp_path):
+    # Paper Fig. 5: compared runs whose generators trained on different numbers of problems (read from each
+    # run's finetune start event) get a training-set-size figure and a column in the comparison table.
+    from gsmv.artifacts import MetricsLog
+    from gsmv.config import load_config
+
+    small = load_config(None, [f"data.dir={tiny_cfg.data.dir}", f"out_dir={tmp_path}", "name=small",
+                               "evaluate.bootstrap=20"])
+    build_run(small, seed=1)
+    MetricsLog(RunPaths(small.run_dir).metrics, "finetune").log(event="start", step=0, examples=250)
+    evaluate.main(small)
+    build_run(tiny_cfg)
+    MetricsLog(RunPaths(tiny_cfg.run_dir).metrics, "finetune").log(event="start", step=0, examples=1000)
+    tiny_cfg.report.compare = [str(small.run_dir)]
+    report.main(tiny_cfg)
+    paths = RunPaths(tiny_cfg.run_dir)
+    assert_png(paths.plots / "train_size.png")
+    md = paths.report_md.read_text()
+    assert "![training-set size](plots/train_size.png)" in md
+    assert "| small | 250 |" in md and "| t | 1000 |" in md
+    # The points: one per size, each that run's results.
+    runs = report._compare(tiny_cfg, json.loads(paths.results.read_text()))
+    points = report.train_size_points(runs)
+    assert sorted(points) == [250, 1000]
+    assert points[250]["metrics"]["test@1"] == json.loads(RunPaths(small.run_dir).results.read_text())["metrics"]["test@1"]

@@ -64,6 +64,9 @@ def _run_summary(run_dir: Path) -> dict[str, Any]:
             out["lm_weight"] = v.get("lm_weight")
             out["dropout"] = v.get("dropout")
             out["model"] = (c.get("model") or {}).get("name")
+    # The generator's training-set size, from its own finetune stage (absent when it was linked from another run).
+    starts = [r for r in read_metrics(RunPaths(run_dir).metrics, "finetune") if r.get("event") == "start"]
+    out["train_examples"] = starts[-1].get("examples") if starts else None
     return out
 
 
@@ -84,6 +87,17 @@ def _compare(cfg: RunConfig, results: dict) -> dict[str, tuple[dict, dict]]:
             label += "'"
         runs[label] = (summary, res)
     return runs
+
+
+def train_size_points(runs: dict[str, tuple[dict, dict]]) -> dict[int, dict]:
+    """Training-set size → results, for compared runs that trained their own generator on different numbers
+    of problems (the paper's Fig. 5); empty unless there are at least two sizes."""
+    sizes: dict[int, dict] = {}
+    for summary, res in runs.values():
+        n = summary.get("train_examples")
+        if isinstance(n, int) and n > 0:
+            sizes.setdefault(n, res)
+    return sizes if len(sizes) > 1 else {}
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
@@ -186,11 +200,15 @@ def build_markdown(cfg: RunConfig, results: dict, reference: dict | None, plots:
         lines += ["## Comparison of runs", ""]
         if rel.get("compare"):
             lines += [f"![comparison]({rel['compare']})", ""]
-        header = ["run", "verifier", "LM weight", "dropout", "N", *[COMPARE_HEADER[k] for k in HEADLINE]]
+        if rel.get("train_size"):
+            lines += ["Finetuning (test@1) and verification (best-of-N) against the number of problems the generator "
+                      "was trained on (paper Fig. 5):", "", f"![training-set size]({rel['train_size']})", ""]
+        header = ["run", "train problems", "verifier", "LM weight", "dropout", "N",
+                  *[COMPARE_HEADER[k] for k in HEADLINE]]
         rows = []
         for label, (s, res) in runs.items():
-            rows.append([label, str(s.get("level", "")), str(s.get("lm_weight", "")), str(s.get("dropout", "")),
-                         str(res.get("n_samples", "")),
+            rows.append([label, str(s.get("train_examples") or ""), str(s.get("level", "")),
+                         str(s.get("lm_weight", "")), str(s.get("dropout", "")), str(res.get("n_samples", "")),
                          *[_cell(k, res["metrics"].get(k), ci=k in ("best_of_n", "test@1")) for k in HEADLINE]])
         lines += [_md_table(header, rows), ""]
     lines += ["## Sample viewer", "",
@@ -220,6 +238,7 @@ def main(cfg: RunConfig) -> dict:
     reference = evaluate.evaluate_reference(ref_path, cfg.evaluate.bootstrap, cfg.evaluate.seed) \
         if ref_path.exists() else None
     runs = _compare(cfg, results)
+    sizes = train_size_points(runs)
 
     data = evaluate.load_run(cfg, sample_columns=["text", "tokens"], score_columns=["token_values"],
                              greedy_columns=["text"])
@@ -236,6 +255,7 @@ def main(cfg: RunConfig) -> dict:
         "compare": plots.plot_compare({k: r for k, (_, r) in runs.items()}, paths.plots / "compare.png")
         if len(runs) > 1 else None,
         "budget": plots.plot_budget(results, paths.plots / "budget.png") if results.get("budget") else None,
+        "train_size": plots.plot_train_size(sizes, paths.plots / "train_size.png") if len(sizes) > 1 else None,
     }
     atomic_write_text(paths.report_md, build_markdown(cfg, results, reference, written, runs))
 

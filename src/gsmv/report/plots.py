@@ -222,3 +222,20 @@ def plot_compare(runs: Mapping[str, Mapping], path: str | Path) -> Path:
         _log_x(ax, xs)
     return _finish_accuracy(fig, ax, path, xlabel="number of samples N (log scale)", title="comparison of runs",
                             legend_size=7)
+
+
+def plot_train_size(sizes: Mapping[int, Mapping], path: str | Path) -> Path:
+    """Finetuning (test@1) vs verification (best-of-N) and majority vote against the generator's training-set
+    size, one run per size, with 95% CIs as error bars (paper Fig. 5)."""
+    fig, (ax,) = _figure()
+    xs = sorted(sizes)
+    for key, label in (("test@1", "finetuning (test@1, greedy)"), ("best_of_n", "verification (best-of-N)"),
+                       ("majority_vote", "majority vote over N")):
+        ms = [sizes[x]["metrics"].get(key) or {} for x in xs]
+        y = _pct([m.get("value") for m in ms])
+        lo, hi = _pct([m.get("ci_low") for m in ms]), _pct([m.get("ci_high") for m in ms])
+        ax.errorbar(xs, y, yerr=[np.nan_to_num(y - lo), np.nan_to_num(hi - y)], marker="o", ms=4, lw=1.6,
+                    capsize=3, label=label, color=COLORS.get(key))
+    _log_x(ax, xs)
+    return _finish_accuracy(fig, ax, path, xlabel="training problems (log scale)",
+                            title="finetuning vs verification by training-set size")
