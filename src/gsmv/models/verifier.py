@@ -276,14 +276,17 @@ def score_sequences(model: nn.Module, sequences: Sequence[Sequence[int]], starts
     return out
 
 
+SHARED_BATCH_CUT = 0.8
+
+
 def _score_shared_prompts(model: Verifier, sequences: Sequence[Sequence[int]], starts: Sequence[int],
                           batch_size: int, max_len: int | None, out: list, progress: bool, desc: str) -> list[int]:
     """Score, into `out`, the sequences that share a prompt (the tokens before starts[i]) with others;
     returns the indices left for the plain path.
 
     A problem's 100 samples repeat its prompt, about half of each sequence on the synthetic task: the
-    prompt goes through the model once per batch (one row, its keys and values copied to every row) and
-    only the solutions are batched. Solutions are right-padded: causal attention keeps a pad from
+    prompt goes through the model once (one row; its keys and values broadcast to every row of each
+    batch) and only the solutions are batched. Solutions are right-padded: causal attention keeps a pad from
     changing any earlier position, so no mask is needed and each row's values equal the plain path's.
     Sequences cut by max_len, those with no solution token and prompts seen once take the plain path."""
     from transformers import DynamicCache
@@ -298,30 +301,52 @@ def _score_shared_prompts(model: Verifier, sequences: Sequence[Sequence[int]], s
         else:
             rest.append(i)
     device = next(model.parameters()).device
-    batches = []
+    work = []
     for prompt, idx in groups.items():
         if len(idx) == 1:
             rest += idx
             continue
+        # Longest first; a batch also ends where a solution is under SHARED_BATCH_CUT of the batch's longest,
+        # so padding stays small (on runs/synth's test samples: 6% of the tokens instead of 21%).
         idx.sort(key=lambda i: -len(sequences[i]))
-        batches += [(prompt, idx[j:j + batch_size]) for j in range(0, len(idx), batch_size)]
-    for prompt, batch in tqdm(batches, desc=desc, disable=not progress, unit="batch"):
-        cache = DynamicCache()
+        p, batches, cur = len(prompt), [], []
+        for i in idx:
+            longest = len(sequences[cur[0]]) - p if cur else 0
+            if cur and (len(cur) == batch_size or len(sequences[i]) - p < SHARED_BATCH_CUT * longest):
+                batches.append(cur)
+                cur = []
+            cur.append(i)
+        work.append((prompt, [*batches, cur]))
+    bar = tqdm(total=sum(len(b) for _, b in work), desc=desc, disable=not progress, unit="batch")
+    for prompt, batches in work:
+        cache = DynamicCache()  # the prompt's keys and values, computed once for all of its batches
         model.hidden_states(torch.tensor([prompt], dtype=torch.long, device=device), None, cache)
-        kv = [(k.expand(len(batch), *k.shape[1:]).contiguous(), v.expand(len(batch), *v.shape[1:]).contiguous())
-              for k, v in layer_kv(cache)]
-        p = len(prompt)
-        width = max(len(sequences[i]) for i in batch) - p
-        ids = torch.zeros((len(batch), width), dtype=torch.long)  # right padding: never attended to
-        for j, i in enumerate(batch):
-            sol = sequences[i][p:]
-            ids[j, :len(sol)] = torch.tensor(sol, dtype=torch.long)
-        hidden = model.hidden_states(ids.to(device), None, DynamicCache(ddp_cache_data=kv))
-        values = torch.sigmoid(model.value_logits(hidden)).float().cpu().numpy()
-        for j, i in enumerate(batch):
-            n = len(sequences[i]) - p
-            out[i] = (float(values[j, n - 1]), values[j, :n].astype(np.float32))
+        prompt_kv = layer_kv(cache)
+        for batch in batches:
+            _score_solutions(model, sequences, prompt_kv, len(prompt), batch, out)
+            bar.update()
+    bar.close()
     return rest
+
+
+def _score_solutions(model: Verifier, sequences: Sequence[Sequence[int]], prompt_kv: list, p: int,
+                     batch: list[int], out: list) -> None:
+    """Values of the solutions sequences[i][p:] for i in batch, continuing the shared prompt's cache."""
+    from transformers import DynamicCache
+
+    # A broadcast view: the cache's first update concatenates onto it (a new tensor), leaving prompt_kv intact.
+    kv = [(k.expand(len(batch), *k.shape[1:]), v.expand(len(batch), *v.shape[1:])) for k, v in prompt_kv]
+    device = prompt_kv[0][0].device
+    width = max(len(sequences[i]) for i in batch) - p
+    ids = torch.zeros((len(batch), width), dtype=torch.long)  # right padding: never attended to
+    for j, i in enumerate(batch):
+        sol = sequences[i][p:]
+        ids[j, :len(sol)] = torch.tensor(sol, dtype=torch.long)
+    hidden = model.hidden_states(ids.to(device), None, DynamicCache(ddp_cache_data=kv))
+    values = torch.sigmoid(model.value_logits(hidden)).float().cpu().numpy()
+    for j, i in enumerate(batch):
+        n = len(sequences[i]) - p
+        out[i] = (float(values[j, n - 1]), values[j, :n].astype(np.float32))
 
 
 def prompt_ids(tokenizer: Any, question: str) -> list[int]:
