@@ -2,6 +2,7 @@
 
     python benchmarks/bench_score.py                                   # cpu-5m (the cpu preset), 2 threads
     python benchmarks/bench_score.py --preset cpu-1m --samples 128 --batch-size 32 --threads 1
+    python benchmarks/bench_score.py --run runs/synth --problems 64   # a run's own verifier and test samples
 
 Random weights and random token ids with GSM8K-like lengths (prompt + solution between --min-len
 and --max-len tokens): throughput does not depend on what the weights are.
@@ -15,6 +16,9 @@ with share_prompts=True (the score stage's path: each prompt read once per batch
 counts every token scored, its GFLOP/s only the work done (solution tokens, plus each prompt once
 per batch), so its % roofline says how well that work runs and tokens/s against the row above says
 what sharing saves.
+With --run, the table is instead the score stage's work on real data: that run's verifier on the test
+samples of its first --problems problems, scored the plain way and with shared prompts, side by side.
+
 Forward FLOPs per token are counted as
 
     2 · N_non_embedding + 2 · n_layer · L · d      (+ 2 · d · V for the full-logits row)
@@ -34,7 +38,7 @@ import time
 
 import numpy as np
 import torch
-from bench_common import gsm8k_tokenizer
+from bench_common import first_samples, gsm8k_tokenizer
 
 from gsmv.config import ModelConfig, VerifierConfig
 from gsmv.models.loading import build_from_preset, count_params
@@ -65,6 +69,33 @@ def forward_flops_per_token(lm, mean_len: float, with_vocab: bool) -> float:
     return f + (2.0 * cfg.hidden_size * cfg.vocab_size if with_vocab else 0.0)
 
 
+def bench_run(args: argparse.Namespace) -> None:
+    """Plain vs shared-prompt scoring of a run's own test samples with its verifier (the score stage's inner loop)."""
+    from gsmv.artifacts import RunPaths
+    from gsmv.models.verifier import load_verifier, pad_id_of, prompt_ids, solution_ids
+
+    ver, tok = load_verifier(RunPaths(args.run).verifier_final)
+    problems, rows = first_samples(args.run, "test", args.problems, ["problem_id", "tokens", "finished"])
+    prompts = {pid: prompt_ids(tok, problems[pid].question) for pid in {r["problem_id"] for r in rows}}
+    seqs = [prompts[r["problem_id"]] + solution_ids(r["tokens"], r["finished"], tok.eos_token_id) for r in rows]
+    starts = [len(prompts[r["problem_id"]]) for r in rows]
+    kw = dict(batch_size=args.batch_size, pad_id=pad_id_of(tok))
+    n_tokens = sum(map(len, seqs))
+    out = {}
+    for share in (False, True, False, True):  # twice each, interleaved: the second of each is reported
+        t0 = time.perf_counter()
+        out[share] = (score_sequences(ver, seqs, starts, share_prompts=share, **kw), time.perf_counter() - t0)
+    diff = max(abs(a[0] - b[0]) for a, b in zip(out[False][0], out[True][0], strict=True))
+    print(f"# bench_score --run {args.run}: {len(prompts)} problems, {len(seqs)} samples, mean {n_tokens / len(seqs):.0f} "
+          f"tokens (prompt {sum(starts) / len(seqs):.0f}), batch {args.batch_size}, {args.threads} threads, torch "
+          f"{torch.__version__}; largest |score difference| {diff:.1e}")
+    print(f"| {'what':<22} | {'seconds':>8} | {'samples/s':>10} | {'tokens/s':>10} |")
+    print(f"|{'-' * 24}|{'-' * 10}|{'-' * 12}|{'-' * 12}|")
+    for share, name in ((False, "score (plain)"), (True, "score, shared prompts")):
+        dt = out[share][1]
+        print(f"| {name:<22} | {dt:>8.1f} | {len(seqs) / dt:>10.1f} | {n_tokens / dt:>10.0f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="cpu-5m")
@@ -78,8 +109,12 @@ def main() -> None:
     ap.add_argument("--train-batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--matmul-size", type=int, default=1024)
+    ap.add_argument("--run", default="", help="score this run's test samples with its verifier instead")
+    ap.add_argument("--problems", type=int, default=64)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.run:
+        return bench_run(args)
 
     tok = gsm8k_tokenizer(args.vocab)
     torch.manual_seed(0)
