@@ -183,7 +183,8 @@ def build_markdown(cfg: RunConfig, results: dict, reference: dict | None, plots:
         if rel.get("budget"):
             lines += [f"![accuracy vs generated tokens]({rel['budget']})", ""]
         lines += [f"On the first {bud['problems']} test problems. Tokens: generated per problem (mean); for N "
-                  "samples, N times the mean sample length. Scored: tokens the verifier read.", ""]
+                  "samples, N times the mean sample length. Scored: tokens of the sequences the verifier scored "
+                  "(prompt + solution each).", ""]
         rows = []
         for name, cur in bud["strategies"].items():
             for i, x in enumerate(cur["x"]):
