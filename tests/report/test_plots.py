@@ -105,12 +105,18 @@ def test_report_main_writes_markdown_plots_and_reference_row(tiny_cfg, tmp_path,
     assert "Comparison of runs" not in md
 
 
-def test_report_compares_runs_and_rejects_a_missing_one(tiny_cfg, tmp_path):
+def _other_run(tiny_cfg, tmp_path, name: str, *overrides: str):
+    """A second fake run beside tiny_cfg's (its own samples and scores), not evaluated yet."""
     from gsmv.config import load_config
 
-    other = load_config(None, [f"data.dir={tiny_cfg.data.dir}", f"out_dir={tmp_path}", "name=solution",
-                               "verifier.level=solution", "evaluate.bootstrap=20"])
+    other = load_config(None, [f"data.dir={tiny_cfg.data.dir}", f"out_dir={tmp_path}", f"name={name}",
+                               "evaluate.bootstrap=20", *overrides])
     build_run(other, seed=1)
+    return other
+
+
+def test_report_compares_runs_and_rejects_a_missing_one(tiny_cfg, tmp_path):
+    other = _other_run(tiny_cfg, tmp_path, "solution", "verifier.level=solution")
     (RunPaths(other.run_dir).config).write_text("name: solution\nverifier:\n  level: solution\n  lm_weight: 0.0\n")
     evaluate.main(other)
     build_run(tiny_cfg)
@@ -133,11 +139,8 @@ def test_report_plots_finetuning_and_verification_by_training_set_size(tiny_cfg,
     # Paper Fig. 5: compared runs whose generators trained on different numbers of problems (read from each
     # run's finetune start event) get a training-set-size figure and a column in the comparison table.
     from gsmv.artifacts import MetricsLog
-    from gsmv.config import load_config
 
-    small = load_config(None, [f"data.dir={tiny_cfg.data.dir}", f"out_dir={tmp_path}", "name=small",
-                               "evaluate.bootstrap=20"])
-    build_run(small, seed=1)
+    small = _other_run(tiny_cfg, tmp_path, "small")
     MetricsLog(RunPaths(small.run_dir).metrics, "finetune").log(event="start", step=0, examples=250)
     evaluate.main(small)
     build_run(tiny_cfg)

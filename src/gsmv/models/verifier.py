@@ -98,9 +98,8 @@ class Verifier(nn.Module):
         transformers Cache holding earlier positions) the ids continue it, and it grows in place."""
         from gsmv.sampling.cache_utils import cache_kwarg
 
-        base = self.lm.base_model
-        model = base if base is not self.lm else self.lm
-        kw = {cache_kwarg(model): cache, "use_cache": True} if cache is not None else {"use_cache": False}
+        base = self.lm.base_model  # the LM itself when it has no separate trunk
+        kw = {cache_kwarg(base): cache, "use_cache": True} if cache is not None else {"use_cache": False}
         if base is not self.lm:
             return base(input_ids=input_ids, attention_mask=attention_mask, **kw)[0]
         out = self.lm(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, **kw)

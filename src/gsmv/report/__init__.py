@@ -256,7 +256,7 @@ def main(cfg: RunConfig) -> dict:
         "compare": plots.plot_compare({k: r for k, (_, r) in runs.items()}, paths.plots / "compare.png")
         if len(runs) > 1 else None,
         "budget": plots.plot_budget(results, paths.plots / "budget.png") if results.get("budget") else None,
-        "train_size": plots.plot_train_size(sizes, paths.plots / "train_size.png") if len(sizes) > 1 else None,
+        "train_size": plots.plot_train_size(sizes, paths.plots / "train_size.png") if sizes else None,
     }
     atomic_write_text(paths.report_md, build_markdown(cfg, results, reference, written, runs))
 
