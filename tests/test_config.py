@@ -79,3 +79,19 @@ def test_config_hash_tracks_values():
     a, b = load_config("smoke"), load_config("smoke", ["verifier.dropout=0.1"])
     assert config_hash(a.verifier) != config_hash(b.verifier)
     assert config_hash(a.sample) == config_hash(b.sample)
+
+
+def test_run_seed_mixes_into_every_stage_seed_but_data_and_bootstrap():
+    from gsmv.config import with_run_seed
+
+    cfg = load_config("synth", ["seed=7"])
+    mixed = with_run_seed(cfg)
+    for part in ("finetune", "sample", "verifier", "search"):
+        assert getattr(mixed, part).seed != getattr(cfg, part).seed, part
+    assert len({mixed.finetune.seed, mixed.sample.seed, mixed.verifier.seed, mixed.search.seed}) == 4
+    assert mixed.data.synth.seed == cfg.data.synth.seed and mixed.data.val_seed == cfg.data.val_seed
+    assert mixed.evaluate.seed == cfg.evaluate.seed
+    assert with_run_seed(mixed) == mixed  # applying it twice changes nothing
+    assert with_run_seed(load_config("synth", ["seed=8"])).sample.seed != mixed.sample.seed
+    assert with_run_seed(load_config("synth", ["seed=-7"])).sample.seed != mixed.sample.seed
+    assert cfg.seed == 7  # the config the user wrote (config.yaml) is left as it is

@@ -91,3 +91,27 @@ def test_stage_selection():
         pipeline._select(cfg, "nope", None, None)
     no_greedy = load_config("smoke", ["sample.greedy_test=false"])
     assert "sample-test-greedy" not in pipeline._select(no_greedy, None, None, None)
+
+
+def test_run_seed_redoes_every_seeded_stage_and_reaches_the_stages(tmp_path, tiny_data_dir, monkeypatch):
+    from gsmv.config import with_run_seed
+
+    base = load_config("smoke", [f"data.dir={tiny_data_dir}"])
+    replicate = load_config("smoke", [f"data.dir={tiny_data_dir}", "seed=3"])
+    # Run seed 0 is the seeds as written: hashes made before the run seed was read stay valid.
+    assert with_run_seed(base) is base
+    assert pipeline.stage_hashes(replicate) != pipeline.stage_hashes(base)
+    assert pipeline.stage_hashes(replicate) == pipeline.stage_hashes(with_run_seed(replicate))
+    # Each seeded stage's own key changes, not only through the generator it follows.
+    only_sampling = load_config("smoke", [f"data.dir={tiny_data_dir}", "seed=3", "finetune.seed=-1"])
+    fixed_ft = load_config("smoke", [f"data.dir={tiny_data_dir}",
+                                     f"finetune.seed={with_run_seed(only_sampling).finetune.seed}"])
+    assert pipeline.stage_hashes(only_sampling)["finetune"] == pipeline.stage_hashes(fixed_ft)["finetune"]
+    assert changed(only_sampling, fixed_ft) == set(pipeline.STAGE_NAMES) - {"finetune", "sample-test-greedy"}
+
+    seen = []
+    monkeypatch.setattr(pipeline._BY_NAME["finetune"], "fn", lambda c: seen.append(c))
+    out = load_config("smoke", [f"data.dir={tiny_data_dir}", "seed=3", f"out_dir={tmp_path}"])
+    pipeline.run(out, until="finetune", log=lambda _: None)
+    assert [c.finetune.seed for c in seen] == [with_run_seed(out).finetune.seed]
+    assert seen[0].finetune.seed != out.finetune.seed

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -182,6 +182,10 @@ class ReportConfig:
 class RunConfig:
     name: str = "run"
     out_dir: str = "runs"  # the run folder is out_dir/name
+    # A replicate of the whole run: mixed into the seeds of finetune, sample, verifier and search (model init,
+    # data order, dropout, samples), so seed=1 repeats the experiment with new randomness. The data (synth.seed,
+    # val_seed) and the bootstrap (evaluate.seed) keep theirs, so replicates are compared on the same problems.
+    # 0 leaves every stage's seed as written. See with_run_seed.
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # torch CPU threads (0 = torch's default)
@@ -360,3 +364,23 @@ def config_hash(*parts: Any) -> str:
     """A stable hash of config sections (dataclasses or plain values)."""
     blob = json.dumps([to_dict(p) if hasattr(p, "__dataclass_fields__") else p for p in parts], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def with_run_seed(cfg: RunConfig) -> RunConfig:
+    """The config the stages run with: the run-level seed mixed into each stage's own seed (finetune, sample,
+    verifier, search), and itself set to 0, so applying it twice changes nothing. A run seed of 0 returns cfg
+    as it is, so runs made before the run seed was read keep their stage hashes and their results."""
+    if cfg.seed == 0:
+        return cfg
+
+    def mix(stage_seed: int, stage: int) -> int:
+        import numpy as np
+
+        # SeedSequence wants non-negative entropy; Python's % keeps negative seeds distinct and in range. The
+        # stage number keeps stages whose own seeds are equal (all 0 by default) from getting equal seeds.
+        return int(np.random.SeedSequence([cfg.seed % 2**63, stage_seed % 2**63, stage]).generate_state(1)[0])
+
+    return replace(cfg, seed=0, finetune=replace(cfg.finetune, seed=mix(cfg.finetune.seed, 1)),
+                   sample=replace(cfg.sample, seed=mix(cfg.sample.seed, 2)),
+                   verifier=replace(cfg.verifier, seed=mix(cfg.verifier.seed, 3)),
+                   search=replace(cfg.search, seed=mix(cfg.search.seed, 4)))

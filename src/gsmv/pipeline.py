@@ -43,7 +43,7 @@ from gsmv.artifacts import (
     read_json_or_none,
     shard_path,
 )
-from gsmv.config import RunConfig, config_hash, to_dict, to_yaml
+from gsmv.config import RunConfig, config_hash, to_dict, to_yaml, with_run_seed
 from gsmv.errors import GsmvError
 from gsmv.runtime import partial_state
 
@@ -319,6 +319,8 @@ def _check_model(folder: Path, verifier: bool = False) -> list[Damage]:
 
 STAGES: list[Stage] = [
     Stage("finetune", _finetune,
+          # "seed" is always 0 here (stage_hashes mixes the run seed into finetune.seed); kept so that runs made
+          # before keep their hashes.
           lambda c: {"data": _data_keys(c), "model": to_dict(c.model), "finetune": to_dict(c.finetune), "seed": c.seed},
           (), lambda p: [p.generator_final], work=lambda p: [p.tokenizer, p.generator],
           check=lambda p, c: _check_model(p.generator_final)),
@@ -355,6 +357,9 @@ LOCK_FILE = ".gsmv.lock"
 
 
 def stage_hashes(cfg: RunConfig) -> dict[str, str]:
+    # The hashes see the seeds the stages run with (with_run_seed), so a new run seed redoes every stage it
+    # changes (finetune, samples, verifier, search) and no other.
+    cfg = with_run_seed(cfg)
     out: dict[str, str] = {}
     for s in STAGES:
         out[s.name] = config_hash(s.keys(cfg), [out[a] for a in s.after])
@@ -542,7 +547,7 @@ def run(cfg: RunConfig, start: str | None = None, until: str | None = None, only
                 manifest.set(name, status="running", hash=want, started=_now())
             summary = None
             if not stage.main_only or state.is_main_process:
-                summary = stage.fn(cfg)
+                summary = stage.fn(with_run_seed(cfg))
             state.wait_for_everyone()
             secs = round(time.time() - t0, 1)
             if state.is_main_process:

@@ -65,7 +65,7 @@ class Solver:
 
     def __init__(self, run_dir: str | Path, *, strategy: str = "best-of-n", n: int | None = None, k: int | None = None,
                  beams: int | None = None, threads: int = 0):
-        from gsmv.config import load_config
+        from gsmv.config import load_config, with_run_seed
         from gsmv.runtime import setup_threads
 
         if strategy not in STRATEGIES:
@@ -73,7 +73,8 @@ class Solver:
         paths = RunPaths(run_dir)
         if not paths.config.is_file():
             raise GsmvError(f"{paths.root}: not a gsmv run folder (no config.yaml)")
-        self.cfg = cfg = load_config(paths.config, [f"threads={threads}"] if threads else None)
+        # The seeds the run's own stages used (the run seed mixed in), so solve samples as the run did.
+        self.cfg = cfg = with_run_seed(load_config(paths.config, [f"threads={threads}"] if threads else None))
         setup_threads(cfg)
         self.strategy = strategy
         self.n = n if n is not None else cfg.sample.n_test
