@@ -42,6 +42,16 @@ def test_finetune_change_redoes_everything():
     assert changed(base, load_config("smoke", ["finetune.lr=0.1"])) == set(pipeline.STAGE_NAMES)
 
 
+def test_a_later_key_at_its_default_keeps_the_hashes_of_runs_made_before_it():
+    from gsmv.config import LATER_KEYS, hash_dict, to_dict
+
+    base = load_config("smoke")
+    assert "rank_weight" in to_dict(base.verifier) and "rank_weight" not in hash_dict(base.verifier)
+    assert LATER_KEYS["rank_weight"] == base.verifier.rank_weight
+    assert changed(base, load_config("smoke", ["verifier.rank_weight=0.5"])) == {
+        "train-verifier", "score", "search", "evaluate", "report"}
+
+
 def test_report_only_change():
     base = load_config("smoke")
     assert changed(base, load_config("smoke", ["report.html_problems=5"])) == {"report"}
@@ -49,7 +59,7 @@ def test_report_only_change():
 
 @pytest.mark.parametrize("base, ablations", [
     ("synth", ("synth-solution", "synth-nolm", "synth-nodropout", "synth-lm-samples", "synth-process",
-               "synth-verifier-epochs3")),
+               "synth-verifier-epochs3", "synth-rank")),
     ("gsm8k-cpu", ("gsm8k-cpu-solution", "gsm8k-cpu-nolm", "gsm8k-cpu-nodropout")),
 ])
 def test_ablation_presets_share_upstream_with_their_base(base, ablations):

@@ -128,6 +128,12 @@ class VerifierConfig(TrainConfig):
     # What the value is trained to predict. outcome (paper): the final answer's correctness at every token.
     # process: step-level truth (tasks that have it, e.g. synth): 1 until the first wrong step, 0 from it on.
     labels: str = "outcome"
+    # Beyond the paper: weight of a within-problem ranking loss, added to the value loss. For every pair of one
+    # problem's samples in a batch, one right and one wrong, softplus(z_wrong - z_right) on the logits of their
+    # final values (what best-of-N ranks by). Batches then hold whole problems' samples (no length bucketing).
+    # The paper's losses teach the verifier which problems are hard as much as which sample is right; this one
+    # rewards only the second. 0 (default) = the paper.
+    rank_weight: float = 0.0
     # generator (paper, Appendix E: "we initialize our verifiers from their corresponding generators") |
     # base: cfg.model.name (a hub model or folder; for from-scratch presets a fresh random model) |
     # a model folder (e.g. another run's generator/final): a verifier of another size than the generator, as in
@@ -276,6 +282,8 @@ def _check(cfg: RunConfig) -> None:
         raise GsmvError("config key 'verifier.init' is empty: use generator, base or a model folder")
     if cfg.verifier.lm_ratio < 0:
         raise GsmvError("config key 'verifier.lm_ratio' must be >= 0")
+    if cfg.verifier.rank_weight < 0:
+        raise GsmvError("config key 'verifier.rank_weight' must be >= 0 (0 = no ranking loss, the paper)")
     if cfg.verifier.labels == "process" and cfg.data.source != "synth":
         raise GsmvError("config key 'verifier.labels' is 'process': step-level labels need a task with "
                         "step-level truth (data.source=synth)")
@@ -358,6 +366,16 @@ def to_dict(cfg: Any) -> dict:
 
 def to_yaml(cfg: RunConfig) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+# Keys added after runs were made, with the default that means "as before": left out of the hashes while they
+# keep it, so those runs keep their stage hashes (and `gsmv report` on them does not redo their stages).
+LATER_KEYS: dict[str, Any] = {"rank_weight": 0.0}
+
+
+def hash_dict(section: Any) -> dict:
+    """to_dict(section) without the LATER_KEYS that keep their default: what a stage hash sees of it."""
+    return {k: v for k, v in to_dict(section).items() if k not in LATER_KEYS or LATER_KEYS[k] != v}
 
 
 def config_hash(*parts: Any) -> str:

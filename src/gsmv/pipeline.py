@@ -43,7 +43,7 @@ from gsmv.artifacts import (
     read_json_or_none,
     shard_path,
 )
-from gsmv.config import RunConfig, config_hash, to_dict, to_yaml, with_run_seed
+from gsmv.config import RunConfig, config_hash, hash_dict, to_dict, to_yaml, with_run_seed
 from gsmv.errors import GsmvError
 from gsmv.runtime import partial_state
 
@@ -330,7 +330,7 @@ STAGES: list[Stage] = [
           check=_check_samples("val")),
     Stage("label", _label(("train", "val"), "labels.json"), lambda c: {}, ("sample-train", "sample-val"),
           lambda p: [p.root / "labels.json"], cheap=True, main_only=True),
-    Stage("train-verifier", _train_verifier, lambda c: {"verifier": to_dict(c.verifier)}, ("label",),
+    Stage("train-verifier", _train_verifier, lambda c: {"verifier": hash_dict(c.verifier)}, ("label",),
           lambda p: [p.verifier_final], work=lambda p: [p.verifier],
           check=lambda p, c: _check_model(p.verifier_final, verifier=True)),
     Stage("sample-test", _sample("test"), _sample_keys("test"), ("finetune",), lambda p: [p.samples("test")],

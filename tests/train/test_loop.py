@@ -68,6 +68,25 @@ def test_batch_plan_is_a_deterministic_permutation():
     assert padding(a) < 0.5 * padding(batch_plan(lengths, 8, seed=3, epoch=0, bucket=False))
 
 
+def test_batch_plan_with_groups_keeps_each_group_together():
+    groups = [i // 5 for i in range(50)] + [-1] * 13  # 10 groups of 5, then 13 examples on their own
+    lengths = [(i * 37) % 50 + 1 for i in range(63)]
+    a = batch_plan(lengths, 10, seed=3, epoch=0, groups=groups)
+    assert a == batch_plan(lengths, 10, seed=3, epoch=0, groups=groups)
+    assert a != batch_plan(lengths, 10, seed=3, epoch=1, groups=groups)
+    assert sorted(i for b in a for i in b) == list(range(63))
+
+    def batches_of_each_group(plan):
+        where = {i: n for n, b in enumerate(plan) for i in b}
+        return [len({where[i] for i in range(5 * g, 5 * g + 5)}) for g in range(10)]
+
+    # A group's examples are consecutive in the epoch's layout: at most one batch boundary cuts a group, and
+    # most groups sit in one batch (without groups, five random rows of 63 almost never share a batch of 10).
+    spread = batches_of_each_group(a)
+    assert max(spread) <= 2 and spread.count(1) >= 5
+    assert batches_of_each_group(batch_plan(lengths, 10, seed=3, epoch=0)).count(1) <= 1
+
+
 def test_pad_collate_and_lm_loss():
     collate = pad_collate_fn(pad_id=7)
     batch = collate([{"input_ids": [1, 2, 3], "labels": [-100, 2, 3]}, {"input_ids": [4], "labels": [4]}])

@@ -129,6 +129,34 @@ def test_value_loss_is_a_mean_over_the_masked_positions(level):
     assert bce.item() == pytest.approx(want_bce, rel=1e-5)
 
 
+def test_rank_loss_pairs_right_and_wrong_samples_of_one_problem_only():
+    examples = []
+    for group, outcome, n in [(0, 1, 3), (0, 0, 4), (0, 0, 2), (1, 0, 5), (1, 1, 2), (2, 1, 3), (-1, -1, 4)]:
+        sol = list(range(21, 20 + n))  # n tokens with the one-token prompt: the last is at n - 1
+        ex, _ = tv.make_example(PROMPT[:1], sol, float(max(outcome, 0)), max_len=32, level="token")
+        examples.append(ex | {"group": group, "outcome": outcome} if group >= 0 else
+                        tv.make_lm_example(PROMPT[:1], sol, max_len=32))
+    b = tv.collate_fn(0)(examples)
+    assert b["last"].tolist() == [2, 3, 1, 4, 1, 2, 3] and b["group"].tolist() == [0, 0, 0, 1, 1, 2, -1]
+    torch.manual_seed(0)
+    z = torch.randn(7, 5, requires_grad=True)
+    loss, pairs = tv.rank_loss(z, b)
+    last = b["last"]
+    zl = [z[i, last[i]].item() for i in range(7)]
+    want = [(0, 1), (0, 2), (4, 3)]  # (right, wrong) within problems 0 and 1; problem 2 has no wrong sample
+    assert pairs == 3
+    assert loss.item() == pytest.approx(np.mean([math.log1p(math.exp(zl[j] - zl[i])) for i, j in want]), rel=1e-6)
+    loss.backward()
+    nonzero = {(int(i), int(t)) for i, t in z.grad.nonzero().tolist()}
+    assert nonzero == {(0, 2), (1, 3), (2, 1), (3, 4), (4, 1)}  # only the paired rows' final values
+    none, zero = tv.rank_loss(z[[0, 5, 6]], {k: v[[0, 5, 6]] for k, v in b.items()})
+    assert zero == 0 and none.item() == 0.0
+    total, stats = tv.verifier_loss(z, None, b, loss="mse", lm_weight=0.0, rank_weight=0.5)
+    value_only, _ = tv.verifier_loss(z, None, b, loss="mse", lm_weight=0.0)
+    assert total.item() == pytest.approx(value_only.item() + 0.5 * loss.item(), rel=1e-6)
+    assert stats["rank_pairs"] == 3
+
+
 def test_lm_loss_weight_and_zero_weight_gives_no_lm_gradient():
     b = _batch("token")
     m = tv.lm_logits_mask(b["labels"])
@@ -222,6 +250,19 @@ def test_verifier_learns_a_learnable_labelling(tiny_cfg, tiny_llama_dir, level):
     (right, _), (wrong, _) = ver.score_sequences([prompt + s for s in sols], [len(prompt)] * 2, batch_size=2,
                                                  pad_id=tok.pad_token_id)
     assert right > wrong
+
+
+def test_ranking_loss_alone_learns_to_rank_a_problems_samples(tiny_cfg, tiny_llama_dir):
+    # The ranking loss beside the value loss (no LM loss): batches must hold both samples of a problem.
+    cfg = tiny_cfg
+    cfg.verifier.epochs, cfg.verifier.lr, cfg.verifier.lm_weight, cfg.verifier.level = 3.0, 3e-3, 0.0, "solution"
+    cfg.verifier.rank_weight = 1.0
+    paths = _setup_run(cfg, tiny_llama_dir)
+    out = tv.main(cfg)
+    assert out["val_auc_within"] > 0.9 and out["val_best_of_n"] > 0.9
+    recs = read_metrics(paths.metrics, "train-verifier")
+    pairs = [r["train_rank_pairs"] for r in recs if "train_rank_pairs" in r]
+    assert pairs and min(pairs) > 0  # every logged window had pairs: batches hold whole problems
 
 
 def test_resume_after_a_crash_gives_the_same_verifier(tiny_cfg, tiny_llama_dir, tmp_path):

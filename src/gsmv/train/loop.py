@@ -46,7 +46,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from gsmv.artifacts import MetricsLog, atomic_write_json, read_json, replace_dir
-from gsmv.config import RunConfig, TrainConfig, config_hash, to_dict
+from gsmv.config import RunConfig, TrainConfig, config_hash, hash_dict
 from gsmv.errors import GsmvError
 from gsmv.runtime import pick_device, pick_dtype
 
@@ -91,7 +91,7 @@ def make_accelerator(cfg: RunConfig, tcfg: TrainConfig) -> Accelerator:
 
 def train_hash(tcfg: TrainConfig, *parts: Any) -> str:
     """Hash of the training config plus other sections (model, data ...) that shape the weights."""
-    d = {k: v for k, v in to_dict(tcfg).items() if k not in _UNHASHED}
+    d = {k: v for k, v in hash_dict(tcfg).items() if k not in _UNHASHED}
     return config_hash(d, *parts)
 
 
@@ -139,14 +139,26 @@ def build_scheduler(optimizer: torch.optim.Optimizer, tcfg: TrainConfig, total_s
 # ---------------------------------------------------------------- data
 
 
-def batch_plan(lengths: Sequence[int], batch_size: int, seed: int, epoch: int, *, bucket: bool = True) -> list[list[int]]:
+def batch_plan(lengths: Sequence[int], batch_size: int, seed: int, epoch: int, *, bucket: bool = True,
+               groups: Sequence[int] | None = None) -> list[list[int]]:
     """Batches of example indices for one epoch, a pure function of (seed, epoch).
 
     Shuffles, then (bucket=True) sorts each window of BUCKET_BATCHES batches by length so padding is
-    small, then shuffles the batch order so lengths don't trend through the epoch.
+    small, then shuffles the batch order so lengths don't trend through the epoch. With `groups` (a group id
+    per example, e.g. its problem; -1 = a group of its own) the groups are shuffled instead and each group's
+    examples are laid out together, so a batch holds whole groups (a group larger than what is left of a
+    batch spills into the next); no length bucketing then.
     """
     rng = np.random.default_rng([seed, epoch])
-    order = rng.permutation(len(lengths))
+    if groups is not None:
+        members: dict[int, list[int]] = {}
+        for i, g in enumerate(groups):
+            members.setdefault(int(g) if g >= 0 else -1 - i, []).append(i)
+        units = list(members.values())
+        order = np.asarray([i for u in rng.permutation(len(units)) for i in units[u]], dtype=np.int64)
+        bucket = False
+    else:
+        order = rng.permutation(len(lengths))
     if bucket:
         window = batch_size * BUCKET_BATCHES
         chunks = [order[i:i + window] for i in range(0, len(order), window)]
@@ -388,13 +400,15 @@ def fit(
     eval_fn: Callable[[nn.Module], dict[str, float]] | None = None,
     on_step: Callable[[int], None] | None = None,
     desc: str = "train",
+    groups: Sequence[int] | None = None,
 ) -> FitResult:
     """Train `model` (unprepared, on CPU or its device) for tcfg.epochs; resume from ckpt_dir if possible.
 
     Writes ckpt_dir/step-NNNNNN/ every tcfg.save_every steps and at epoch ends, evaluates on
     val_examples (loss_fn in eval mode; plus eval_fn(model) if given, called on every process)
     every tcfg.eval_every steps and at epoch ends, and ends with ckpt_dir/final/. on_step(step)
-    is called after every optimizer step (tests use it to simulate a crash).
+    is called after every optimizer step (tests use it to simulate a crash). groups: batch_plan's (batches of
+    whole groups, for losses between examples of one group).
     """
     ckpt_dir = Path(ckpt_dir)
     final_dir = ckpt_dir / "final"
@@ -413,7 +427,7 @@ def fit(
 
     def plan(epoch: int) -> list[list[int]]:
         # Every process gets at least one row of every global batch.
-        return [b for b in batch_plan(lengths, global_bs, tcfg.seed, epoch) if len(b) >= world]
+        return [b for b in batch_plan(lengths, global_bs, tcfg.seed, epoch, groups=groups) if len(b) >= world]
 
     steps_per_epoch = len(plan(0)) // k
     if steps_per_epoch == 0:

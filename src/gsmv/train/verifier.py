@@ -147,6 +147,11 @@ def collate_fn(pad_id: int):
         for i, ex in enumerate(examples):  # padding side as pad_collate_fn's (right)
             target[i, :len(ex["target"])] = torch.tensor(ex["target"], dtype=torch.float32)
         batch["target"] = target
+        # For the ranking loss: each row's problem (-1: none, e.g. an LM example), outcome (1 right, 0 wrong,
+        # -1 none) and last position (right padding: its final value).
+        batch["group"] = torch.tensor([ex.get("group", -1) for ex in examples], dtype=torch.long)
+        batch["outcome"] = torch.tensor([ex.get("outcome", -1) for ex in examples], dtype=torch.long)
+        batch["last"] = torch.tensor([len(ex["input_ids"]) - 1 for ex in examples], dtype=torch.long)
         return batch
 
     return collate
@@ -162,10 +167,24 @@ def lm_logits_mask(labels: torch.Tensor) -> torch.Tensor:
     return mask
 
 
+def rank_loss(value_logits: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, int]:
+    """(mean of softplus(z_wrong - z_right) over the batch's (right, wrong) pairs of one problem, pair count);
+    z = the logit of a row's final value. 0 (with a graph) when the batch has no such pair."""
+    z = value_logits[torch.arange(value_logits.shape[0], device=value_logits.device), batch["last"]]
+    group, outcome = batch["group"], batch["outcome"]
+    pair = (group[:, None] == group[None, :]) & (group[:, None] >= 0) & (outcome[:, None] == 1) & \
+        (outcome[None, :] == 0)  # [i, j]: i right, j wrong, same problem
+    n = int(pair.sum())
+    if n == 0:
+        return value_logits.sum() * 0.0, 0
+    return F.softplus(z[None, :] - z[:, None])[pair].mean(), n
+
+
 def verifier_loss(value_logits: torch.Tensor, lm_logits: torch.Tensor | None, batch: Batch, *,
-                  loss: str = "mse", lm_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
-    """(value loss + lm_weight · LM loss, stats). lm_logits are the (N, V) logits at lm_logits_mask
-    positions, or None when lm_weight is 0 (then the LM objective contributes nothing)."""
+                  loss: str = "mse", lm_weight: float = 1.0, rank_weight: float = 0.0,
+                  ) -> tuple[torch.Tensor, dict[str, float]]:
+    """(value loss + lm_weight · LM loss + rank_weight · rank_loss, stats). lm_logits are the (N, V) logits at
+    lm_logits_mask positions, or None when lm_weight is 0 (then the LM objective contributes nothing)."""
     mask = batch["value_mask"].bool()
     target = batch["target"].to(value_logits.dtype)[mask]
     z = value_logits[mask]
@@ -187,6 +206,10 @@ def verifier_loss(value_logits: torch.Tensor, lm_logits: torch.Tensor | None, ba
         lm = F.cross_entropy(lm_logits.float(), targets) if targets.numel() else lm_logits.sum() * 0.0
         stats["lm_loss"] = float(lm.detach())
         total = total + lm_weight * lm
+    if rank_weight > 0:
+        rank, pairs = rank_loss(value_logits, batch)
+        stats["rank_loss"], stats["rank_pairs"] = float(rank.detach()), float(pairs)
+        total = total + rank_weight * rank
     return total, stats
 
 
@@ -195,7 +218,8 @@ def make_loss_fn(vcfg: VerifierConfig):
         use_lm = vcfg.lm_weight > 0
         out = model(batch["input_ids"], batch["attention_mask"], return_logits=False,
                     logits_mask=lm_logits_mask(batch["labels"]) if use_lm else None)
-        return verifier_loss(out.value_logits, out.logits, batch, loss=vcfg.loss, lm_weight=vcfg.lm_weight)
+        return verifier_loss(out.value_logits, out.logits, batch, loss=vcfg.loss, lm_weight=vcfg.lm_weight,
+                             rank_weight=vcfg.rank_weight)
 
     return loss_fn
 
@@ -391,6 +415,7 @@ def main(cfg: RunConfig, *, on_step: Callable[[int], None] | None = None) -> dic
 
     lm_on_samples = vcfg.lm_weight > 0 and vcfg.lm_data == "samples"
     train_ex, n_cut, n_wrong_steps = [], 0, 0
+    problem_index: dict[str, int] = {}
     for r in train_rows:
         wrong_from = None
         if r["wrong_char"] is not None:
@@ -398,6 +423,8 @@ def main(cfg: RunConfig, *, on_step: Callable[[int], None] | None = None) -> dic
             n_wrong_steps += 1
         ex, cut = make_example(r["prompt"], r["tokens"], r["label"], max_len=max_len, level=vcfg.level,
                                lm=lm_on_samples, wrong_from=wrong_from)
+        if vcfg.rank_weight > 0:
+            ex |= {"group": problem_index.setdefault(r["problem_id"], len(problem_index)), "outcome": int(r["label"])}
         train_ex.append(ex)
         n_cut += cut
     n_value = len(train_ex)
@@ -440,6 +467,8 @@ def main(cfg: RunConfig, *, on_step: Callable[[int], None] | None = None) -> dic
         eval_fn=eval_fn,
         on_step=on_step,
         desc=STAGE,
+        # The ranking loss needs a problem's samples in one batch.
+        groups=[ex.get("group", -1) for ex in train_ex] if vcfg.rank_weight > 0 else None,
     )
     accelerator.wait_for_everyone()
     return dict(result.val)
