@@ -111,6 +111,8 @@ def main() -> None:
     ap.add_argument("--matmul-size", type=int, default=1024)
     ap.add_argument("--run", default="", help="score this run's test samples with its verifier instead")
     ap.add_argument("--problems", type=int, default=64)
+    ap.add_argument("--profile", action="store_true",
+                    help="also print torch.profiler's table of the plain scoring pass (where its time goes)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.run:
@@ -147,6 +149,12 @@ def main() -> None:
     dt = time.perf_counter() - t0
     gf = forward_flops_per_token(lm, mean_len, with_vocab=False) * n_tokens / dt / 1e9
     rows.append(("score (values only)", args.samples / dt, n_tokens / dt, gf))
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            score_sequences(ver, seqs, starts, batch_size=args.batch_size, pad_id=tok.pad_token_id)
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=14, max_name_column_width=40))
 
     score_sequences(ver, seqs[:k], starts[:k], batch_size=args.batch_size, pad_id=tok.pad_token_id,
                     share_prompts=True)  # warm-up
