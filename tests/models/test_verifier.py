@@ -66,6 +66,42 @@ def test_value_follows_the_unembedding_row(tiny_llama_dir):
     assert not torch.allclose(before, after)
 
 
+def _zero3_like(model: torch.nn.Module, weight: torch.nn.Parameter) -> None:
+    """Imitate DeepSpeed ZeRO-3 for one parameter: outside the forward of a module that holds it, it is an empty
+    placeholder whose real shape is in ds_shape; each holder's own forward gathers it for its duration."""
+    full = weight.data
+    weight.ds_shape = full.shape
+    weight.data = full.new_empty(0)
+
+    def gather(mod, args):
+        weight.data = full
+
+    def release(mod, args, out):
+        weight.data = full.new_empty(0)
+
+    for mod in model.modules():
+        if any(p is weight for p in mod._parameters.values()):
+            mod.register_forward_pre_hook(gather)
+            mod.register_forward_hook(release)
+
+
+@pytest.mark.parametrize("head", ["token", "linear"])
+def test_values_under_zero3_style_sharding_of_the_unembedding(tiny_llama_dir, head):
+    ver, tok = build_verifier(tiny_llama_dir, head=head)
+    ver.eval()
+    ids, mask = _ids(tok, TEXTS)
+    with torch.no_grad():
+        want = ver(ids, mask, return_logits=False).values
+    unembed = ver.lm.get_output_embeddings().weight
+    _zero3_like(ver.lm, unembed)
+    assert unembed.numel() == 0  # what the token head would index outside the unembedding's forward
+    with torch.no_grad():
+        torch.testing.assert_close(ver(ids, mask, return_logits=False).values, want)
+    # A verifier built on an already-sharded LM (ZeRO-3's zero.Init) sees the real vocabulary and hidden sizes.
+    again = Verifier(ver.lm, head=head, value_token_id=ver.value_token_id, tokenizer=tok)
+    assert again.value_token_id == ver.value_token_id
+
+
 def test_logits_mask_and_no_logits(tiny_llama_dir):
     ver, tok = build_verifier(tiny_llama_dir, head="token")
     ver.eval()

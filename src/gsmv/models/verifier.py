@@ -65,6 +65,12 @@ class VerifierOutput:
     logits: torch.Tensor | None  # (B, T, V) LM logits, (N, V) when a logits_mask was given, or None
 
 
+def _full_shape(weight: torch.Tensor) -> tuple[int, ...]:
+    """A weight's shape, also when ZeRO-3 has replaced it by an empty placeholder (DeepSpeed keeps the real
+    shape in ds_shape)."""
+    return tuple(getattr(weight, "ds_shape", weight.shape))
+
+
 class Verifier(nn.Module):
     """A Hugging Face causal LM with a value head (see the module docstring)."""
 
@@ -77,15 +83,16 @@ class Verifier(nn.Module):
         self.head = head
         self.tokenizer = tokenizer  # saved alongside; not a module
         self.value_token_id = value_token_id
+        shape = _full_shape(lm.get_output_embeddings().weight)
         if head == "token":
-            n_out = lm.get_output_embeddings().weight.shape[0]
+            n_out = shape[0]
             if value_token_id is None or not 0 <= value_token_id < n_out:
                 raise GsmvError(f"verifier token head: value token id {value_token_id} is not in the "
                                 f"LM's output vocabulary (size {n_out})")
             self.gain = nn.Parameter(torch.ones((), dtype=torch.float32))
             self.bias = nn.Parameter(torch.zeros((), dtype=torch.float32))
         else:
-            hidden = lm.get_output_embeddings().weight.shape[1]
+            hidden = shape[1]
             self.linear = nn.Linear(hidden, 1, dtype=torch.float32,
                                     device=lm.get_output_embeddings().weight.device)
             nn.init.zeros_(self.linear.weight)
@@ -113,6 +120,10 @@ class Verifier(nn.Module):
     def _reserved_logit(self, hidden: torch.Tensor) -> torch.Tensor:
         """The LM's logit of the reserved token: one row of the unembedding, not the whole projection."""
         emb = self.lm.get_output_embeddings()
+        if emb.weight.numel() == 0:
+            # Sharded (DeepSpeed ZeRO-3): a layer's weight is gathered only inside that layer's own forward and is
+            # an empty placeholder outside it. Calling the layer gathers it, at the cost of every token's logit.
+            return emb(hidden)[..., self.value_token_id]
         z = hidden @ emb.weight[self.value_token_id]
         if getattr(emb, "bias", None) is not None:
             z = z + emb.bias[self.value_token_id]
