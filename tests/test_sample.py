@@ -99,6 +99,20 @@ def test_greedy_split_is_one_sample_at_temperature_zero(run):
     assert read_shards(paths.samples("test_greedy")).column("tokens").to_pylist() == first
 
 
+def test_prompt_that_does_not_fit_the_context_stops_before_sampling(run):
+    from transformers import AutoConfig
+
+    cfg, paths = run
+    context = AutoConfig.from_pretrained(paths.generator_final).max_position_embeddings
+    cfg.sample.max_new_tokens = context - 4  # every formatted question is longer than 4 tokens
+    with pytest.raises(GsmvError, match=rf"sample test: 20 problem\(s\) do not fit the model's context of {context} "):
+        sample.main(cfg, "test")
+    assert not list_shards(paths.samples("test"))
+    cfg.sample.max_new_tokens = 24
+    sample.main(cfg, "test")  # fits: samples as before
+    assert read_shards(paths.samples("test")).num_rows == 60
+
+
 def test_bad_split_and_missing_generator(tiny_cfg):
     with pytest.raises(GsmvError, match="unknown split"):
         sample.main(tiny_cfg, "dev")

@@ -86,6 +86,24 @@ def make_sampler(cfg: RunConfig, model_dir: Path, params: SamplingParams, batch_
     return HFSampler(model, tok, params, batch_size=batch_size or cfg.sample.batch_size)
 
 
+def check_prompt_lengths(prompts: dict[str, tuple[int, ...]], room: int, model_dir: Path, split: str) -> None:
+    """A clear error, before anything is sampled, when a prompt plus `room` new tokens does not fit the model's
+    context (positions past it would be garbage, and a huge prompt would make the sampler allocate for it)."""
+    from transformers import AutoConfig
+
+    from gsmv.models.verifier import max_positions
+
+    context = max_positions(AutoConfig.from_pretrained(model_dir))
+    if context is None:
+        return
+    over = [(pid, len(ids)) for pid, ids in prompts.items() if len(ids) + room > context]
+    if over:
+        pid, n = max(over, key=lambda item: item[1])
+        raise GsmvError(f"sample {split}: {len(over)} problem(s) do not fit the model's context of {context} tokens "
+                        f"with sample.max_new_tokens={room}; the longest, {pid!r}, has a {n}-token prompt (shorten "
+                        f"or drop those questions, or lower sample.max_new_tokens)")
+
+
 def main(cfg: RunConfig, split: str) -> dict[str, Any]:
     """Sample every shard of `split` this rank owns and has not written yet; returns a summary."""
     from gsmv.data.gsm8k import format_prompt
@@ -115,6 +133,7 @@ def main(cfg: RunConfig, split: str) -> dict[str, Any]:
         sampler = make_sampler(cfg, model_dir, params)
         tok = sampler.tokenizer  # type: ignore[attr-defined]
         prompts = {p.id: tuple(encode_prompt(tok, format_prompt(p.question))) for i in todo for p in shards[i]}
+        check_prompt_lengths(prompts, params.max_new_tokens, model_dir, split)
         shard_of = {p.id: i for i in todo for p in shards[i]}
         order = {p.id: k for i in todo for k, p in enumerate(shards[i])}
         expected = {i: len(shards[i]) * n for i in todo}

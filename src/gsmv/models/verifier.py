@@ -30,9 +30,10 @@ and verifier_config.json; `load_verifier(path, dtype, device)` restores it in on
 Known limit: the LM's logits are computed as `output_embeddings(final hidden)`, which
 ignores model-specific logit post-processing (Gemma-2 soft-capping, Cohere's
 logit_scale); Llama-, GPT-2-, Qwen- and Mistral-style models have none. The token head
-reads the unembedding weight directly, so it needs that weight whole inside forward: true
-on one device, under DDP, and under FSDP when the (tied) output layer sits in the root unit;
-DeepSpeed ZeRO-3 partitions it and is not supported by this head (use head=linear there).
+reads one row of the unembedding weight directly: the weight is whole inside forward on one
+device, under DDP, and under FSDP when the (tied) output layer sits in the root unit. Under
+DeepSpeed ZeRO-3 it is an empty placeholder outside the output layer's own forward, so the head
+then calls that layer (every token's logits) and takes the reserved token's column.
 """
 
 from __future__ import annotations
@@ -379,9 +380,10 @@ def solution_ids(tokens: Sequence[int] | None, finished: bool | None, eos_id: in
     return ids
 
 
-def max_positions(lm: nn.Module) -> int | None:
-    """The longest sequence the LM's position embeddings allow (None when unbounded or unknown)."""
-    cfg = getattr(lm, "config", None)
+def max_positions(lm: Any) -> int | None:
+    """The longest sequence the LM's position embeddings allow (None when unbounded or unknown); lm: a model,
+    or its config."""
+    cfg = getattr(lm, "config", lm)
     for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
         v = getattr(cfg, key, None)
         if isinstance(v, int) and v > 0:
