@@ -21,6 +21,14 @@ def test_every_preset_loads_and_validates(preset: Path):
     assert cfg.name == preset.stem  # a run folder per preset: ablations never overwrite the main run
 
 
+@pytest.mark.parametrize("preset", [p for p in PRESETS if p.stem.startswith("gpu-")], ids=lambda p: p.stem)
+def test_hub_presets_use_the_papers_recipe(preset: Path):
+    cfg = load_config(preset)
+    assert cfg.finetune.dropout == 0.2 and cfg.verifier.dropout == 0.2  # residual dropout 0.2 (paper, Appendix E)
+    assert cfg.verifier.init == "generator" and cfg.verifier.lm_data == "reference"
+    assert cfg.sample.n_train == 100 and cfg.sample.n_test == 100 and cfg.sample.temperature == 0.7
+
+
 def test_base_chain_keeps_the_base_and_overrides_its_keys():
     cfg = load_config("gsm8k-cpu-solution")
     base = load_config("gsm8k-cpu")

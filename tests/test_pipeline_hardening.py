@@ -96,6 +96,7 @@ def truncate(p: Path) -> None:
     ("scores/test/shard-00001.parquet", "delete"),
     ("generator/final/model.safetensors", "delete"),
     ("generator/final/config.json", "delete"),
+    ("generator/final/tokenizer_config.json", "delete"),
     ("verifier/final/model.safetensors", "truncate"),
     ("verifier/final/value_head.safetensors", "delete"),
 ])

@@ -291,11 +291,12 @@ def _safetensors_ok(path: Path) -> bool:
 
 
 def _check_model(folder: Path, verifier: bool = False) -> list[Damage]:
-    """config.json and whole weights (+ the verifier's head files). A damaged folder is deleted as a whole:
+    """config.json, the tokenizer and whole weights (+ the verifier's head files). A damaged folder is deleted as a whole:
     the training loop then writes it again from its last checkpoint."""
     if not folder.is_dir():
         return [(None, f"{folder} is missing")]
-    bad = [] if (folder / "config.json").is_file() else ["config.json"]
+    # tokenizer_config.json: save_pretrained writes it for every tokenizer (the other tokenizer files vary by model).
+    bad = [f for f in ("config.json", "tokenizer_config.json") if not (folder / f).is_file()]
     index = folder / "model.safetensors.index.json"
     weights: list[str] = []
     if index.is_file():

@@ -241,6 +241,8 @@ def test_verifier_learns_a_learnable_labelling(tiny_cfg, tiny_llama_dir, level):
     recs = read_metrics(paths.metrics, "train-verifier")
     data = next(r for r in recs if r.get("event") == "data")
     assert data["init"] == str(paths.generator_final) and data["train_positive_rate"] == pytest.approx(0.5)
+    # The paper's equal mix: one reference-solution LM example per value example (lm_ratio 1).
+    assert data["lm_data"] == "reference" and data["lm_examples"] == round(cfg.verifier.lm_ratio * data["train_examples"])
     assert any("val_auc" in r for r in recs) and any("train_value_loss" in r for r in recs)
     # The final folder loads in one call and ranks a hedged wrong solution below the right one.
     ver, tok = load_verifier(paths.verifier_final)
