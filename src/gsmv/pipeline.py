@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import socket
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -548,6 +549,7 @@ def run(cfg: RunConfig, start: str | None = None, until: str | None = None, only
                 manifest.set(name, status="running", hash=want, started=_now())
             summary = None
             if not stage.main_only or state.is_main_process:
+                _free_samplers_unless_sampling(name)
                 summary = stage.fn(with_run_seed(cfg))
             state.wait_for_everyone()
             secs = round(time.time() - t0, 1)
@@ -559,6 +561,17 @@ def run(cfg: RunConfig, start: str | None = None, until: str | None = None, only
     finally:
         if lock is not None:
             lock.release()
+
+
+SAMPLING_STAGES = ("sample-train", "sample-val", "sample-test", "sample-test-greedy", "search")
+
+
+def _free_samplers_unless_sampling(name: str) -> None:
+    """Before a stage that does not sample, free the vLLM engine the sample stages share (it holds most of the GPU's
+    memory, which verifier training and scoring need). Loaded only if a sample stage loaded it."""
+    vllm_mod = sys.modules.get("gsmv.sampling.vllm")
+    if name not in SAMPLING_STAGES and vllm_mod is not None:
+        vllm_mod.release_engines()
 
 
 def _on_main(state: Any, fn: Callable[[], None]) -> None:

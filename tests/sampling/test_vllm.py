@@ -140,6 +140,21 @@ def test_one_engine_is_reused_across_sample_stages(monkeypatch, tmp_path, tiny_t
 
 
 
+def test_the_engine_is_freed_before_a_stage_that_does_not_sample(monkeypatch, tmp_path, tiny_data_dir):
+    from gsmv import pipeline
+    from gsmv.config import load_config
+    from gsmv.sampling import vllm as gv
+
+    monkeypatch.setattr(gv, "_ENGINES", {("a",): object()})
+    pipeline._free_samplers_unless_sampling("sample-test")  # the next sample stage reuses it
+    assert len(gv._ENGINES) == 1
+    seen = []
+    monkeypatch.setattr(pipeline._BY_NAME["finetune"], "fn", lambda c: seen.append(len(gv._ENGINES)))
+    cfg = load_config("smoke", [f"data.dir={tiny_data_dir}", f"out_dir={tmp_path}"])
+    pipeline.run(cfg, until="finetune", log=lambda _: None)
+    assert seen == [0]  # training started with the engine (and its GPU memory) gone
+
+
 def test_each_rank_gets_its_own_engine_on_its_device(monkeypatch, tmp_path, tiny_tokenizer):
     # Data-parallel sampling under torchrun: the external-launcher executor (one worker in this process, on
     # LOCAL_RANK's GPU) instead of vLLM's default, which would stack every rank's engine on GPU 0.

@@ -29,6 +29,21 @@ from gsmv.sampling.base import Calculator, Request, Sample, SamplerStats, Sampli
 
 STOP = "="
 _ENGINES: dict[tuple, Any] = {}  # the live vLLM engine of this process (see VLLMSampler.from_pretrained)
+
+
+def release_engines() -> None:
+    """Drop the cached engines so their GPU memory is free for a stage that trains or scores (the pipeline calls
+    this before every stage that does not sample). Not yet run on a GPU."""
+    if not _ENGINES:
+        return
+    _ENGINES.clear()
+    import gc
+
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 _MASK63 = (1 << 63) - 1
 
 
