@@ -62,8 +62,10 @@ def main() -> None:
         m, curves, n = res["metrics"], res["curves"], generator_size(run)
         top = curves["top_k_voting"]
         best = int(np.argmax(top["value"]))
-        for what, d in [("verifier best-of-N", m["best_of_n"]), ("majority vote", m["majority_vote"]),
-                        (f"top-k voting (k={top['x'][best]})", {k: top[k][best] for k in ("value", "ci_low", "ci_high")})]:
+        pick = [("verifier best-of-N", m["best_of_n"]), ("majority vote", m["majority_vote"])]
+        if top["x"][best] < max(top["x"]):  # at k = N, top-k voting is the majority vote already listed
+            pick.append((f"top-k voting (k={top['x'][best]})", {k: top[k][best] for k in ("value", "ci_low", "ci_high")}))
+        for what, d in pick:
             rows.append({"run": str(run), "params": n, "what": what, "value": d["value"], "lo": d["ci_low"],
                          "hi": d["ci_high"]})
 
@@ -80,15 +82,20 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    markers = {"finetune (test@1)": "o", "verifier best-of-N": "s", "majority vote": "^"}
+    fig, ax = plt.subplots(figsize=(7.0, 4.4))
+    kinds = ["finetune (test@1)", "verifier best-of-N", "majority vote", "top-k voting"]
+    drawn = set()
     for r in rows:
-        kind = r["what"] if r["what"] in markers else "top-k voting"
+        kind = r["what"] if r["what"] in kinds else "top-k voting"
+        key = (r["params"], kind, r["value"], r["lo"], r["hi"])
+        if key in drawn:  # runs that share their samples share their vote: draw it once
+            continue
+        drawn.add(key)
+        k = kinds.index(kind)
+        x = r["params"] * 1.07 ** k  # each kind a little to the right, so error bars at one size do not overlap
         y, err = 100 * r["value"], [[100 * (r["value"] - r["lo"])], [100 * (r["hi"] - r["value"])]]
-        ax.errorbar(r["params"], y, yerr=err, fmt=markers.get(kind, "D"), capsize=3,
-                    color={"finetune (test@1)": "C0", "verifier best-of-N": "C1", "majority vote": "C2"}.get(kind, "C3"),
-                    label=kind)
-        ax.annotate(Path(r["run"]).name, (r["params"], y), textcoords="offset points", xytext=(6, -3), fontsize=7)
+        ax.errorbar(x, y, yerr=err, fmt="os^D"[k], capsize=3, color=f"C{k}", label=kind)
+        ax.annotate(Path(r["run"]).name, (x, y), textcoords="offset points", xytext=(5, -3), fontsize=7)
     handles, labels = ax.get_legend_handles_labels()
     uniq = dict(zip(labels, handles, strict=True))
     ax.legend(uniq.values(), uniq.keys(), fontsize=8)
