@@ -2,6 +2,7 @@
 
     python benchmarks/bench_eval_scale.py                       # 1319 problems x 3200 samples
     python benchmarks/bench_eval_scale.py --problems 200 --samples 400   # a quick look
+    python benchmarks/bench_eval_scale.py --tokens 72                    # solutions of real length
 
 Builds a run folder with synthetic content in the stages' own schemas: samples/test (short solutions whose
 final answer is right with a per-problem probability), scores/test (a score that is weakly higher for right
@@ -36,10 +37,12 @@ def overrides(out: Path, problems: int) -> list[str]:
             f"data.synth.test_size={problems}", "data.val_size=10", "report.html_problems=300", "threads=2"]
 
 
-def build(cfg, n: int, per_shard: int, seed: int = 0) -> None:
+def build(cfg, n: int, per_shard: int, seed: int = 0, tokens: int = 8) -> None:
     rng = np.random.default_rng(seed)
     paths = RunPaths(cfg.run_dir)
     problems = load_split(cfg, "test")
+    toks, forced = list(range(1, tokens + 1)), [False] * tokens
+    body = "She has 3 + 4 = <<3+4=7>>7 apples.\n" * max(0, (3 * tokens - 20) // 36)
     for split, count in (("test", n), ("test_greedy", 1)):
         for k in range(0, len(problems), per_shard):
             chunk = problems[k:k + per_shard]
@@ -50,11 +53,11 @@ def build(cfg, n: int, per_shard: int, seed: int = 0) -> None:
                 wrong = [str(int(p.answer) + d) if p.answer.lstrip("-").isdigit() else "0" for d in (1, 2, 3)]
                 for j in range(count):
                     ans = p.answer if ok[j] else wrong[j % 3]
-                    text = f"So it is {ans}.\n#### {ans}"
-                    toks = list(range(1, 9))
+                    # About 3 characters a token, as in real samples: lines of steps before the answer.
+                    text = body + f"So it is {ans}.\n#### {ans}"
                     for c, v in (("problem_id", p.id), ("sample_idx", j), ("text", text), ("tokens", toks),
-                                 ("n_tokens", 8), ("final_answer", ans), ("is_correct", bool(ok[j])),
-                                 ("calc_calls", 0), ("forced", [False] * 8), ("finished", True)):
+                                 ("n_tokens", tokens), ("final_answer", ans), ("is_correct", bool(ok[j])),
+                                 ("calc_calls", 0), ("forced", forced), ("finished", True)):
                         rows[c].append(v)
                     if split == "test":
                         for c, v in (("problem_id", p.id), ("sample_idx", j),
@@ -81,14 +84,16 @@ def main() -> None:
     ap.add_argument("--problems", type=int, default=1319)
     ap.add_argument("--samples", type=int, default=3200)
     ap.add_argument("--per-shard", type=int, default=16, help="problems per shard")
+    ap.add_argument("--tokens", type=int, default=8,
+                    help="tokens per solution (8: the short default; real synth samples average about 70)")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         ov = overrides(out, a.problems)
         cfg = load_config("synth", ov)
         t0 = time.perf_counter()
-        build(cfg, a.samples, a.per_shard)
-        print(f"# built {a.problems} x {a.samples} samples in {time.perf_counter() - t0:.0f} s")
+        build(cfg, a.samples, a.per_shard, tokens=a.tokens)
+        print(f"# built {a.problems} x {a.samples} samples of {a.tokens} tokens in {time.perf_counter() - t0:.0f} s")
         setup = f"from gsmv.config import load_config; cfg = load_config('synth', {ov!r}); "
         ev = timed_child(setup + "from gsmv import evaluate; evaluate.main(cfg)")
         rep = timed_child(setup + "from gsmv import report; report.main(cfg)")

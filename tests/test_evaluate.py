@@ -322,3 +322,22 @@ def test_budget_compares_strategies_at_generated_tokens_on_the_searched_problems
     assert s["best_of_n"]["scored_tokens"][i] == pytest.approx(4 * (7 + mean_len + finished), abs=0.01)
     with pytest.raises(E.GsmvError, match="has no result for 2 beams"):
         E.budget(data, pa.table({k: v[:4] for k, v in rows.items()}))
+
+
+def test_read_rows_reads_only_the_shards_that_hold_the_rows(tmp_path, monkeypatch):
+    shards = []
+    for s in range(3):
+        path = tmp_path / f"shard-{s:05d}.parquet"
+        cols = {"i": list(range(10 * s, 10 * s + 4)), "text": [f"t{10 * s + k}" for k in range(4)]}
+        if s != 0:
+            cols["extra"] = [[s, k] for k in range(4)]  # a column not every shard has
+        pq.write_table(pa.table(cols), path)
+        shards.append(path)
+    shard_of = np.repeat(np.arange(3), 4)
+    read = []
+    real = pq.read_table
+    monkeypatch.setattr(pq, "read_table", lambda p, **kw: read.append(p) or real(p, **kw))
+    t = E.read_rows(shards, shard_of, np.array([9, 1, 8, 2]), ["text", "extra"])
+    assert t.column("text").to_pylist() == ["t21", "t1", "t20", "t2"]  # the order asked for
+    assert t.column("extra").to_pylist() == [[2, 1], None, [2, 0], None]
+    assert sorted(read) == [shards[0], shards[2]]  # shard 1 holds none of them: not read

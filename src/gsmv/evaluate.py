@@ -181,6 +181,47 @@ class EvalData:
     score_rows: np.ndarray | None  # int [P, n]
     greedy: pa.Table | None
     greedy_rows: np.ndarray | None  # int [P]
+    # Each table row's shard (and the shards), so that columns not read up front can be read for a few rows.
+    sample_shards: tuple[list[Path], np.ndarray] | None = None
+    score_shards: tuple[list[Path], np.ndarray] | None = None
+
+    def sample_columns(self, rows: np.ndarray, columns: Sequence[str]) -> pa.Table:
+        """`columns` (those the shards have) of the given rows of `samples`, in that order."""
+        return _columns_of(self.samples, self.sample_shards, rows, columns)
+
+    def score_columns(self, rows: np.ndarray, columns: Sequence[str]) -> pa.Table:
+        """`columns` (those the shards have) of the given rows of `score_table`, in that order."""
+        return _columns_of(self.score_table, self.score_shards, rows, columns)
+
+
+def _columns_of(table: pa.Table | None, shards: tuple[list[Path], np.ndarray] | None, rows: np.ndarray,
+                columns: Sequence[str]) -> pa.Table:
+    rows = np.asarray(rows, dtype=np.int64)
+    if table is not None and (shards is None or all(c in table.column_names for c in columns)):
+        return table.take(rows).select([c for c in columns if c in table.column_names])
+    if shards is None:
+        raise GsmvError("no table to read columns from")
+    return read_rows(*shards, rows, columns)
+
+
+def read_rows(shards: list[Path], shard_of: np.ndarray, rows: np.ndarray, columns: Sequence[str]) -> pa.Table:
+    """`columns` of some rows of a folder read by _read_folder (row numbers in its concatenated table, in the
+    order given), reading only the shards that hold them: list columns such as text, tokens and per-token values
+    of every sample need gigabytes at N in the thousands, and a report shows a few hundred problems."""
+    rows = np.asarray(rows, dtype=np.int64)
+    first = np.concatenate([[0], np.cumsum(np.bincount(shard_of, minlength=len(shards)))])
+    which = shard_of[rows] if len(rows) else np.zeros(0, dtype=np.int64)
+    parts, where = [], []
+    for s in np.unique(which):
+        sel = np.flatnonzero(which == s)
+        path = shards[int(s)]
+        cols = [c for c in columns if c in pq.read_schema(path).names]
+        parts.append(pq.read_table(path, columns=cols).take(rows[sel] - first[s]))
+        where.append(sel)
+    if not parts:
+        return pa.table({})
+    table = pa.concat_tables(parts, promote_options="default")
+    return table.take(np.argsort(np.concatenate(where), kind="stable"))
 
 
 def _read_folder(folder: Path, required: Sequence[str], optional: Sequence[str] = ()) -> tuple[pa.Table, np.ndarray,
@@ -307,7 +348,9 @@ def load_run(cfg: RunConfig, sample_columns: Sequence[str] = (), score_columns: 
 
     return EvalData(problems=problems, n=n, correct=correct, answers=answers, scores=scores,
                     greedy_correct=greedy_correct, samples=samples, sample_rows=order.reshape(P, n),
-                    score_table=score_table, score_rows=score_rows, greedy=greedy, greedy_rows=greedy_rows)
+                    score_table=score_table, score_rows=score_rows, greedy=greedy, greedy_rows=greedy_rows,
+                    sample_shards=(shards, shard_of),
+                    score_shards=(s_shards, s_shard_of) if score_table is not None else None)
 
 
 # --------------------------------------------------------------------------- computing results

@@ -241,8 +241,8 @@ def main(cfg: RunConfig) -> dict:
     runs = _compare(cfg, results)
     sizes = train_size_points(runs)
 
-    data = evaluate.load_run(cfg, sample_columns=["text", "tokens"], score_columns=["token_values"],
-                             greedy_columns=["text"])
+    # The list columns (text, tokens, per-token values) are read later, for the samples report.html shows only.
+    data = evaluate.load_run(cfg, greedy_columns=["text"])
     if data.n != results["n_samples"] or len(data.problems) != results["n_problems"]:
         raise GsmvError(f"{paths.results}: made for {results['n_problems']} x {results['n_samples']} samples, "
                         f"the run folder has {len(data.problems)} x {data.n} (rerun `gsmv evaluate`)")

@@ -199,13 +199,14 @@ def viewer_data(data: Any, results: dict, *, max_problems: int = 300, max_sample
     # Only the rows shown in full are read out of the (large) list columns.
     keys = [(p, j) for p in shown for j in full[p]]
     rows = np.array([data.sample_rows[p, j] for p, j in keys], dtype=np.int64)
-    sub = data.samples.take(rows) if len(rows) else data.samples.slice(0, 0)
-    texts = [t or "" for t in sub.column("text").to_pylist()]
+    sub = data.sample_columns(rows, ["text", "tokens"])
+    texts = [t or "" for t in sub.column("text").to_pylist()] if "text" in sub.column_names else [""] * len(keys)
     tokens = sub.column("tokens").to_pylist() if "tokens" in sub.column_names else None
     values = None
-    if data.score_table is not None and "token_values" in data.score_table.column_names:
+    if data.score_table is not None:
         srows = np.array([data.score_rows[p, j] for p, j in keys], dtype=np.int64)
-        values = data.score_table.take(srows).column("token_values").to_pylist() if len(srows) else []
+        vals = data.score_columns(srows, ["token_values"])
+        values = vals.column("token_values").to_pylist() if "token_values" in vals.column_names else None
     pieces: list[list[str] | None] = [None] * len(keys)
     if tokenizer is not None and tokens is not None and values is not None:
         want = [k for k in range(len(keys)) if tokens[k] and values[k]]
