@@ -189,6 +189,12 @@ class EvalData:
         """`columns` (those the shards have) of the given rows of `samples`, in that order."""
         return _columns_of(self.samples, self.sample_shards, rows, columns)
 
+    def has_sample_column(self, name: str) -> bool:
+        """Whether the sample shards have the column (read up front or not)."""
+        if name in self.samples.column_names:
+            return True
+        return self.sample_shards is not None and any(name in pq.read_schema(p).names for p in self.sample_shards[0])
+
     def score_columns(self, rows: np.ndarray, columns: Sequence[str]) -> pa.Table:
         """`columns` (those the shards have) of the given rows of `score_table`, in that order."""
         return _columns_of(self.score_table, self.score_shards, rows, columns)
@@ -357,20 +363,26 @@ def load_run(cfg: RunConfig, sample_columns: Sequence[str] = (), score_columns: 
 
 
 def step_truth(data: EvalData) -> np.ndarray | None:
-    """[P, n] bool: no wrong step in the sample's text (gsmv.data.tasks.first_wrong_step); None without a text column.
+    """[P, n] bool: the sample's answer is right and no step in its text is wrong (gsmv.data.tasks.first_wrong_step);
+    None when the samples have no text. Only right answers are checked: the step metrics (strict accuracy, right
+    answers by wrong steps) read no other, and they are a fifth of the samples or fewer, so evaluation at large N
+    reads and checks a fraction of the texts.
 
     Only meaningful for tasks with step-level truth (Task.step_truth), where the reference's intermediate
     values are the only right ones."""
     from gsmv.data.tasks import first_wrong_step, reference_values
 
-    if "text" not in data.samples.column_names:
+    if not data.has_sample_column("text"):
         return None
-    texts = data.samples.column("text").to_pylist()
-    ok = np.empty(data.sample_rows.shape, dtype=bool)
-    for p, prob in enumerate(data.problems):
-        values = reference_values(prob)
-        for j, r in enumerate(data.sample_rows[p]):
-            ok[p, j] = first_wrong_step(texts[r] or "", values) is None
+    ok = np.zeros(data.sample_rows.shape, dtype=bool)
+    where = np.argwhere(data.correct)  # [k, 2]: (problem, sample) of the right answers
+    table = data.sample_columns(data.sample_rows[where[:, 0], where[:, 1]], ["text"])
+    texts = table.column("text").to_pylist() if "text" in table.column_names else [""] * len(where)
+    values: dict[int, Any] = {}
+    for (p, j), text in zip(where.tolist(), texts, strict=True):
+        if p not in values:
+            values[p] = reference_values(data.problems[p])
+        ok[p, j] = first_wrong_step(text or "", values[p]) is None
     return ok
 
 
@@ -582,7 +594,8 @@ def main(cfg: RunConfig) -> dict:
     from gsmv.data.tasks import get_task
 
     steps = get_task(cfg).step_truth  # the synthetic task knows every intermediate value
-    data = load_run(cfg, sample_columns=["text"] if steps else (), greedy_columns=["n_tokens"])
+    # The texts are read later, by step_truth, for the samples it checks.
+    data = load_run(cfg, greedy_columns=["n_tokens"])
     results = {"run": cfg.name, **compute(data, bootstrap=cfg.evaluate.bootstrap, seed=cfg.evaluate.seed,
                                           steps_ok=step_truth(data) if steps else None)}
     search = _search_table(cfg)
