@@ -178,7 +178,8 @@ def encode_lengths(pieces: list[str]) -> str | list[int]:
 
 def viewer_data(data: Any, results: dict, *, max_problems: int = 300, max_samples: int = 10,
                 tokenizer: Any | None = None, run_name: str = "") -> dict:
-    """The JSON the viewer embeds, from gsmv.evaluate.load_run(...) data with text/tokens/token_values.
+    """The JSON the viewer embeds, from gsmv.evaluate.load_run(...) data; the text, tokens and per-token values of
+    the samples shown in full are read here (EvalData.sample_columns / score_columns), not for every sample.
 
     A sample shown in full is {"r": rank (1 = the verifier's pick), "i": sample_idx, "a": answer, "ok": 0|1,
     "sc": score, "t": text} plus, with per-token values and a tokenizer, "L": encode_lengths(token texts)

@@ -29,22 +29,22 @@ from gsmv.sampling.base import Calculator, Request, Sample, SamplerStats, Sampli
 
 STOP = "="
 _ENGINES: dict[tuple, Any] = {}  # the live vLLM engine of this process (see VLLMSampler.from_pretrained)
+_MASK63 = (1 << 63) - 1
 
 
 def release_engines() -> None:
-    """Drop the cached engines so their GPU memory is free for a stage that trains or scores (the pipeline calls
-    this before every stage that does not sample). Not yet run on a GPU."""
+    """Drop the cached engines so their GPU memory is free: for another engine, or for a stage that trains or
+    scores (the pipeline calls this before every stage that does not sample). Not yet run on a GPU."""
     if not _ENGINES:
         return
     _ENGINES.clear()
     import gc
 
-    gc.collect()
     import torch
 
+    gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-_MASK63 = (1 << 63) - 1
 
 
 def round_seed(seed: int, round_: int) -> int:
@@ -103,7 +103,7 @@ class VLLMSampler:
             llm_kwargs.setdefault("distributed_executor_backend", "external_launcher")
         key = (str(model_dir), seed, gpu_memory_utilization, tuple(sorted(llm_kwargs.items())))
         if key not in _ENGINES:
-            _ENGINES.clear()  # another model (or settings): free the old engine first
+            release_engines()  # another model (or settings): free the old engine first
             _ENGINES[key] = vllm.LLM(model=model_dir, enable_prefix_caching=True, seed=seed,
                                      gpu_memory_utilization=gpu_memory_utilization, **llm_kwargs)
         tok = AutoTokenizer.from_pretrained(model_dir)
