@@ -104,7 +104,9 @@ class SampleConfig:
     temperature: float = 0.7
     top_p: float = 1.0
     max_new_tokens: int = 256
-    batch_size: int = 256  # rows decoded together
+    # Rows decoded together (speed only: not in the stage hash). 1024 rather than 256: each step's weight matmuls
+    # and per-op overheads are shared by 4x the rows (BENCHMARKS.md, bench_sample_stage.py).
+    batch_size: int = 1024
     problems_per_shard: int = 64
     calculator: bool = True
     seed: int = 0

@@ -227,6 +227,15 @@ def test_sampled_frequencies_follow_softmax(temperature, top_p):
     assert chi2_pvalue(counts, p) > 1e-6
 
 
+def test_a_draw_on_the_cdfs_flat_tail_falls_back_to_the_mode():
+    """x = u * total can round onto the CDF's flat tail (p = 0 tokens at the end); such a row takes the mode,
+    the other rows keep their own draw."""
+    logits = torch.tensor([[1.0, 3.0, 2.0, float("-inf")], [1.0, 3.0, 2.0, float("-inf")]])
+    u = torch.tensor([1.0, 0.0])  # 1.0: x == the CDF's total, past every token with p > 0
+    assert choose_tokens(logits, u, 0.7).tolist() == [1, 0]
+    assert choose_tokens(logits[1:], u[1:], 0.7).tolist() == [0]
+
+
 class FixedLM(nn.Module):
     """Always the same next-token logits, through the generic engine."""
 

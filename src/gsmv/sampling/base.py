@@ -190,6 +190,8 @@ def choose_tokens(logits: torch.Tensor, u: torch.Tensor, temperature: float, top
     idx = torch.searchsorted(cdf, x, right=True).clamp_(max=cdf.shape[1] - 1)
     # Rounding can push x onto the CDF's flat tail (p = 0 tokens): fall back to the mode there.
     ok = probs.gather(1, idx) > 0
+    if bool(ok.all()):  # the usual case: no row needs the mode, so it is not computed
+        return idx.squeeze(1)
     return torch.where(ok, idx, probs.argmax(-1, keepdim=True)).squeeze(1)
 
 
@@ -197,6 +199,12 @@ def choose_tokens(logits: torch.Tensor, u: torch.Tensor, temperature: float, top
 
 
 def decode(tokenizer: Any, ids: Sequence[int]) -> str:
+    """The text of `ids`, special tokens kept, no clean-up. A fast tokenizer's own Rust decoder is called
+    directly: `tokenizer.decode` returns the same text but first converts the ids element by element, which
+    cost more than the decoding itself in the sampler's calculator check (twice per `=` token)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        return backend.decode(list(ids), skip_special_tokens=False)
     return tokenizer.decode(list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
 
