@@ -172,6 +172,28 @@ def test_step_truth_metrics_count_right_answers_reached_by_wrong_steps(synth_cfg
     assert "right steps too" in table and "best-of-4 right, wrong step" in table and "45.0%" in table
 
 
+def test_step_truth_checks_each_text_against_its_own_problem(synth_cfg):
+    """Step checks are computed once per distinct (problem, text): the same text must still be judged by each
+    problem's own reference values (here right for problem 0, wrong for problem 1), and repeats of a text get
+    the same verdict."""
+    problems = load_split(synth_cfg, "test")
+    assert not reference_values(problems[0]) <= reference_values(problems[1])
+    P, n = 12, 4
+    correct = np.zeros((P, n), dtype=bool)
+    correct[:2] = True
+    write_fake_run(synth_cfg, correct=correct, scores=np.zeros((P, n), np.float32))
+    index = {q.id: i for i, q in enumerate(problems)}
+    for shard in list_shards(RunPaths(synth_cfg.run_dir).samples("test")):
+        t = pq.read_table(shard)
+        pids, texts = t.column("problem_id").to_pylist(), t.column("text").to_pylist()
+        new = [problems[0].solution if index[q] < 2 else x for q, x in zip(pids, texts, strict=True)]
+        pq.write_table(t.set_column(t.schema.get_field_index("text"), "text", pa.array(new, pa.string())), shard)
+    ok = E.step_truth(E.load_run(synth_cfg))
+    assert ok[0].all()  # problem 0's own reference solution: every step right, all four samples
+    assert not ok[1].any()  # the same text for problem 1: its steps are not problem 1's values
+    assert not ok[2:].any()  # wrong answers are never step-true
+
+
 def test_step_truth_metrics_are_null_without_step_truth_or_correct_samples(synth_cfg):
     correct, scores = _design()
     write_fake_run(synth_cfg, correct=np.zeros_like(correct), scores=scores)
