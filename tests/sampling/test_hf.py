@@ -273,6 +273,21 @@ def test_sampler_draws_follow_softmax_across_requests(tiny_tokenizer):
     assert chi2_pvalue(counts, p) > 1e-6
 
 
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_request_list_smaller_than_the_batch_sizes_the_engine_to_it(tiny_llama, monkeypatch, fast):
+    """A list of requests (a known count) gets an engine of that many slots, not batch_size (the Llama engine
+    allocates its page pool by slots up front); a stream gets batch_size. The samples are the same."""
+    model, tok = tiny_llama
+    sampler = HFSampler(model, tok, SamplingParams(temperature=0.7, max_new_tokens=6), batch_size=512, fast=fast)
+    made, engine = [], sampler._engine
+    monkeypatch.setattr(sampler, "_engine", lambda slots: made.append(slots) or engine(slots))
+    reqs = [Request("q", j, tuple(tok.encode("Tom has 3 apples.\n")), request_seed(0, "q", j)) for j in range(3)]
+    listed = {s.sample_idx: s.tokens for s in sampler.generate(reqs)}
+    streamed = {s.sample_idx: s.tokens for s in sampler.generate(iter(reqs))}
+    assert made == [3, 512]
+    assert listed == streamed and len(listed) == 3
+
+
 def test_engines_report_their_batch_size(tiny_llama, tiny_gpt2):
     for (model, _tok), cls in ((tiny_llama, LlamaEngine), (tiny_gpt2, GenericEngine)):
         engine = cls(model, 2, 8) if cls is LlamaEngine else cls(model, 2)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sized
 from typing import Any
 
 import torch
@@ -85,10 +85,10 @@ class HFSampler:
         self.newline = newline_table(tokenizer, vocab) if params.stop_at_newline else None
         self.stats = SamplerStats()
 
-    def _engine(self) -> LlamaEngine | GenericEngine:
+    def _engine(self, slots: int) -> LlamaEngine | GenericEngine:
         if self.fast:
-            return LlamaEngine(self.model, self.batch_size, self.params.max_new_tokens)
-        return GenericEngine(self.model, self.batch_size)
+            return LlamaEngine(self.model, slots, self.params.max_new_tokens)
+        return GenericEngine(self.model, slots)
 
     def generate(self, requests: Iterable[Request]) -> Iterator[Sample]:
         src = iter(requests)
@@ -126,12 +126,17 @@ class HFSampler:
             return True
 
         rows: list[_Row] = []
+        slots = self.batch_size
+        if isinstance(requests, Sized):
+            # A known count (gsmv solve, search steps): no more slots than requests. The Llama engine sizes its
+            # page pool by slots up front (about 0.9 GB at 1024 slots for cpu-1m and 160 new tokens).
+            slots = max(1, min(slots, len(requests)))
         with torch.inference_mode():
-            engine = self._engine()
+            engine = self._engine(slots)
         while True:
             t0 = time.perf_counter()
             with torch.inference_mode():
-                while len(rows) < self.batch_size and admit(len(rows)):
+                while len(rows) < slots and admit(len(rows)):
                     pass
                 if not rows:
                     st.seconds += time.perf_counter() - t0
