@@ -14,6 +14,7 @@ Two properties hold for every backend:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -198,13 +199,22 @@ def choose_tokens(logits: torch.Tensor, u: torch.Tensor, temperature: float, top
 # ---------------------------------------------------------------- tokenizer helpers
 
 
+@functools.cache
+def _decodes_plainly(cls: type) -> bool:
+    """Does this tokenizer class decode exactly as transformers' fast tokenizer does (no override)?"""
+    from transformers import PreTrainedTokenizerFast
+
+    return (issubclass(cls, PreTrainedTokenizerFast) and cls.decode is PreTrainedTokenizerFast.decode
+            and cls._decode is PreTrainedTokenizerFast._decode)
+
+
 def decode(tokenizer: Any, ids: Sequence[int]) -> str:
-    """The text of `ids`, special tokens kept, no clean-up. A fast tokenizer's own Rust decoder is called
-    directly: `tokenizer.decode` returns the same text but first converts the ids element by element, which
-    cost more than the decoding itself in the sampler's calculator check (twice per `=` token)."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        return backend.decode(list(ids), skip_special_tokens=False)
+    """The text of `ids`, special tokens kept, no clean-up. A fast tokenizer that does not override decoding
+    has its Rust decoder called directly: `tokenizer.decode` returns the same text but first converts the ids
+    element by element, which cost more than the decoding itself in the sampler's calculator check (twice
+    per `=` token)."""
+    if _decodes_plainly(type(tokenizer)):
+        return tokenizer.backend_tokenizer.decode(list(ids), skip_special_tokens=False)
     return tokenizer.decode(list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
 
