@@ -145,6 +145,12 @@ class VerifierConfig(TrainConfig):
     # The reserved token whose logit the "token" head reads; added to the vocabulary when a tokenizer
     # (a hub model's) lacks it, so the head always starts from a row of the LM's own unembedding.
     value_token: str = "<|value|>"
+    # Beyond the paper: a batch holds up to this many samples of each problem it draws, laid out together
+    # (0 = examples shuffled one by one). With packing, one problem's samples read its question once.
+    group_samples: int = 0
+    # Speed only (not hashed): shared-prompt packing (gsmv.train.packing) into rows of at most this many
+    # tokens; 0 = one example a row, padded (for models whose attention takes no 4D mask). Same losses.
+    pack_tokens: int = 1024
 
 
 @dataclass
@@ -284,6 +290,9 @@ def _check(cfg: RunConfig) -> None:
         raise GsmvError("config key 'verifier.init' is empty: use generator, base or a model folder")
     if cfg.verifier.lm_ratio < 0:
         raise GsmvError("config key 'verifier.lm_ratio' must be >= 0")
+    for key in ("group_samples", "pack_tokens"):
+        if getattr(cfg.verifier, key) < 0:
+            raise GsmvError(f"config key 'verifier.{key}' must be >= 0 (0 = off)")
     if cfg.verifier.rank_weight < 0:
         raise GsmvError("config key 'verifier.rank_weight' must be >= 0 (0 = no ranking loss, the paper)")
     if cfg.verifier.labels == "process" and cfg.data.source != "synth":
@@ -372,12 +381,15 @@ def to_yaml(cfg: RunConfig) -> str:
 
 # Keys added after runs were made, with the default that means "as before": left out of the hashes while they
 # keep it, so those runs keep their stage hashes (and `gsmv report` on them does not redo their stages).
-LATER_KEYS: dict[str, Any] = {"rank_weight": 0.0}
+LATER_KEYS: dict[str, Any] = {"rank_weight": 0.0, "group_samples": 0}
+# Fields that change speed but not results: never in a hash.
+SPEED_KEYS = ("pack_tokens",)
 
 
 def hash_dict(section: Any) -> dict:
     """to_dict(section) without the LATER_KEYS that keep their default: what a stage hash sees of it."""
-    return {k: v for k, v in to_dict(section).items() if k not in LATER_KEYS or LATER_KEYS[k] != v}
+    return {k: v for k, v in to_dict(section).items()
+            if k not in SPEED_KEYS and (k not in LATER_KEYS or LATER_KEYS[k] != v)}
 
 
 def config_hash(*parts: Any) -> str:

@@ -105,9 +105,11 @@ def test_collate_pads_masks_and_targets():
     assert b["target"].tolist() == [[1.0] * 7, [0.0] * 7]
 
 
-def test_lm_logits_mask_marks_positions_before_solution_tokens():
-    b = _batch("token")
-    assert tv.lm_logits_mask(b["labels"]).int().tolist() == [[0, 0, 0, 1, 1, 1, 0], [0, 1, 1, 0, 0, 0, 0]]
+def test_lm_sources_are_the_positions_before_solution_tokens():
+    b = _batch("token")  # width 7: row 1 starts at flat index 7
+    assert b["lm_src"].tolist() == [3, 4, 5, 8, 9]
+    assert b["lm_tgt"].tolist() == [21, 22, 23, 21, 22]
+    assert b["value_idx"].tolist() == [4, 5, 6, 9, 10] and b["last_idx"].tolist() == [6, 10]
 
 
 @pytest.mark.parametrize("level", ["token", "solution"])
@@ -137,11 +139,11 @@ def test_rank_loss_pairs_right_and_wrong_samples_of_one_problem_only():
         examples.append(ex | {"group": group, "outcome": outcome} if group >= 0 else
                         tv.make_lm_example(PROMPT[:1], sol, max_len=32))
     b = tv.collate_fn(0)(examples)
-    assert b["last"].tolist() == [2, 3, 1, 4, 1, 2, 3] and b["group"].tolist() == [0, 0, 0, 1, 1, 2, -1]
+    assert (b["last_idx"] % 5).tolist() == [2, 3, 1, 4, 1, 2, 3] and b["group"].tolist() == [0, 0, 0, 1, 1, 2, -1]
     torch.manual_seed(0)
     z = torch.randn(7, 5, requires_grad=True)
     loss, pairs = tv.rank_loss(z, b)
-    last = b["last"]
+    last = b["last_idx"] % 5
     zl = [z[i, last[i]].item() for i in range(7)]
     want = [(0, 1), (0, 2), (4, 3)]  # (right, wrong) within problems 0 and 1; problem 2 has no wrong sample
     assert pairs == 3
@@ -149,7 +151,7 @@ def test_rank_loss_pairs_right_and_wrong_samples_of_one_problem_only():
     loss.backward()
     nonzero = {(int(i), int(t)) for i, t in z.grad.nonzero().tolist()}
     assert nonzero == {(0, 2), (1, 3), (2, 1), (3, 4), (4, 1)}  # only the paired rows' final values
-    none, zero = tv.rank_loss(z[[0, 5, 6]], {k: v[[0, 5, 6]] for k, v in b.items()})
+    none, zero = tv.rank_loss(z[[0, 5, 6]], tv.collate_fn(0)([examples[i] for i in (0, 5, 6)]))
     assert zero == 0 and none.item() == 0.0
     total, stats = tv.verifier_loss(z, None, b, loss="mse", lm_weight=0.0, rank_weight=0.5)
     value_only, _ = tv.verifier_loss(z, None, b, loss="mse", lm_weight=0.0)
@@ -159,10 +161,9 @@ def test_rank_loss_pairs_right_and_wrong_samples_of_one_problem_only():
 
 def test_lm_loss_weight_and_zero_weight_gives_no_lm_gradient():
     b = _batch("token")
-    m = tv.lm_logits_mask(b["labels"])
     torch.manual_seed(0)
     z = torch.randn(2, 7, requires_grad=True)
-    logits = torch.randn(int(m.sum()), 30, requires_grad=True)
+    logits = torch.randn(len(b["lm_src"]), 30, requires_grad=True)
     targets = torch.tensor([21, 22, 23, 21, 22])
     total, stats = tv.verifier_loss(z, logits, b, loss="mse", lm_weight=0.5)
     ce = torch.nn.functional.cross_entropy(logits, targets)

@@ -63,7 +63,7 @@ DEFAULT_VALUE_TOKEN = "<|value|>"
 class VerifierOutput:
     values: torch.Tensor  # (B, T) float32 probability of a correct solution after each position
     value_logits: torch.Tensor  # (B, T) float32, before the sigmoid
-    logits: torch.Tensor | None  # (B, T, V) LM logits, (N, V) when a logits_mask was given, or None
+    logits: torch.Tensor | None  # (B, T, V) LM logits, (N, V) when a logits_mask or logits_index was given, or None
 
 
 def _full_shape(weight: torch.Tensor) -> tuple[int, ...]:
@@ -101,13 +101,17 @@ class Verifier(nn.Module):
 
     # -- forward -------------------------------------------------------------------------------
     def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-                      cache: Any = None) -> torch.Tensor:
+                      cache: Any = None, position_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Final hidden states (after the last norm), the input of the unembedding. With `cache` (a
-        transformers Cache holding earlier positions) the ids continue it, and it grows in place."""
+        transformers Cache holding earlier positions) the ids continue it, and it grows in place.
+        attention_mask may be 4D (rows, 1, queries, keys; additive), as packed training rows are; they pass
+        their own position_ids."""
         from gsmv.sampling.cache_utils import cache_kwarg
 
         base = self.lm.base_model  # the LM itself when it has no separate trunk
         kw = {cache_kwarg(base): cache, "use_cache": True} if cache is not None else {"use_cache": False}
+        if position_ids is not None:
+            kw["position_ids"] = position_ids
         if base is not self.lm:
             return base(input_ids=input_ids, attention_mask=attention_mask, **kw)[0]
         out = self.lm(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, **kw)
@@ -134,14 +138,17 @@ class Verifier(nn.Module):
         return self.lm.get_output_embeddings()(hidden)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
-                return_logits: bool = True, logits_mask: torch.Tensor | None = None) -> VerifierOutput:
+                position_ids: torch.Tensor | None = None, return_logits: bool = True,
+                logits_mask: torch.Tensor | None = None, logits_index: torch.Tensor | None = None) -> VerifierOutput:
         """Values at every position; LM logits everywhere (return_logits), only at the True
-        positions of `logits_mask` (flattened to (N, V): the joint loss needs them on solution
-        tokens only), or not at all (scoring)."""
-        hidden = self.hidden_states(input_ids, attention_mask)
+        positions of `logits_mask` or at the flat positions `logits_index` (row * width + column, repeats
+        allowed), as (N, V): the joint loss needs them on solution tokens only; or not at all (scoring)."""
+        hidden = self.hidden_states(input_ids, attention_mask, position_ids=position_ids)
         vl = self.value_logits(hidden)
         logits = None
-        if logits_mask is not None:
+        if logits_index is not None:
+            logits = self.lm_logits(hidden.reshape(-1, hidden.shape[-1])[logits_index])
+        elif logits_mask is not None:
             logits = self.lm_logits(hidden[logits_mask])
         elif return_logits:
             logits = self.lm_logits(hidden)

@@ -497,7 +497,8 @@ def fit(
                     optimizer.zero_grad(set_to_none=True)
                 window_loss += float(loss.detach())
                 window_n += 1
-                window_tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+                window_tokens += int(batch["n_tokens"]) if "n_tokens" in batch else \
+                    int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
                 for key, v in stats.items():
                     window_stats[key] = window_stats.get(key, 0.0) + float(v)
             step += 1

@@ -62,7 +62,8 @@ from gsmv.models.verifier import (
     solution_ids,
 )
 from gsmv.runtime import seed_everything, setup_threads
-from gsmv.train.loop import Batch, fit, make_accelerator, pad_collate_fn, train_hash
+from gsmv.train.loop import Batch, fit, make_accelerator, train_hash
+from gsmv.train.packing import packed_collate, plain_collate
 
 STAGE = "train-verifier"
 CALIBRATION_EXAMPLES = 128  # enough for a mean and a spread; cheap on a big model
@@ -93,14 +94,16 @@ def make_example(prompt: Sequence[int], solution: Sequence[int], label: float, *
         value_mask[start:] = [1] * (len(ids) - start)
     else:
         value_mask[-1] = 1
-    return {"input_ids": ids, "labels": labels, "value_mask": value_mask, "target": target}, cut > 0
+    return {"input_ids": ids, "labels": labels, "value_mask": value_mask, "target": target,
+            "prompt_len": start}, cut > 0
 
 
 def make_lm_example(prompt: Sequence[int], solution: Sequence[int], *, max_len: int) -> dict:
     """An LM-only example (a reference solution): LM targets on the solution, no value position."""
     ids = (list(prompt) + list(solution))[:max_len]
     labels = ([-100] * len(prompt) + list(solution))[:max_len]
-    return {"input_ids": ids, "labels": labels, "value_mask": [0] * len(ids), "target": [0.0] * len(ids)}
+    return {"input_ids": ids, "labels": labels, "value_mask": [0] * len(ids), "target": [0.0] * len(ids),
+            "prompt_len": min(len(prompt), max_len)}
 
 
 def wrong_step_token(tokenizer: Any, tokens: Sequence[int], char_end: int) -> int:
@@ -137,40 +140,19 @@ def read_samples(folder: Path, prompts: dict[str, list[int]], split: str, eos_id
     return rows
 
 
-def collate_fn(pad_id: int):
-    pad = pad_collate_fn(pad_id, keys=("input_ids", "labels", "value_mask"))
-
-    def collate(examples: list[dict]) -> Batch:
-        batch = pad(examples)
-        width = batch["input_ids"].shape[1]
-        target = torch.zeros(len(examples), width, dtype=torch.float32)
-        for i, ex in enumerate(examples):  # padding side as pad_collate_fn's (right)
-            target[i, :len(ex["target"])] = torch.tensor(ex["target"], dtype=torch.float32)
-        batch["target"] = target
-        # For the ranking loss: each row's problem (-1: none, e.g. an LM example), outcome (1 right, 0 wrong,
-        # -1 none) and last position (right padding: its final value).
-        batch["group"] = torch.tensor([ex.get("group", -1) for ex in examples], dtype=torch.long)
-        batch["outcome"] = torch.tensor([ex.get("outcome", -1) for ex in examples], dtype=torch.long)
-        batch["last"] = torch.tensor([len(ex["input_ids"]) - 1 for ex in examples], dtype=torch.long)
-        return batch
-
-    return collate
+def collate_fn(pad_id: int, pack_tokens: int = 0):
+    """The batch layout (gsmv.train.packing): one example a row, or with pack_tokens > 0 shared-prompt rows of
+    at most that many tokens. The two give equal losses and gradients."""
+    return packed_collate(pad_id, pack_tokens) if pack_tokens > 0 else plain_collate(pad_id)
 
 
 # ---------------------------------------------------------------- loss
 
 
-def lm_logits_mask(labels: torch.Tensor) -> torch.Tensor:
-    """Positions whose next token is an LM target (logits at p predict the token at p + 1)."""
-    mask = torch.zeros_like(labels, dtype=torch.bool)
-    mask[:, :-1] = labels[:, 1:] != -100
-    return mask
-
-
 def rank_loss(value_logits: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, int]:
     """(mean of softplus(z_wrong - z_right) over the batch's (right, wrong) pairs of one problem, pair count);
-    z = the logit of a row's final value. 0 (with a graph) when the batch has no such pair."""
-    z = value_logits[torch.arange(value_logits.shape[0], device=value_logits.device), batch["last"]]
+    z = the logit of an example's final value. 0 (with a graph) when the batch has no such pair."""
+    z = value_logits.reshape(-1)[batch["last_idx"]]
     group, outcome = batch["group"], batch["outcome"]
     pair = (group[:, None] == group[None, :]) & (group[:, None] >= 0) & (outcome[:, None] == 1) & \
         (outcome[None, :] == 0)  # [i, j]: i right, j wrong, same problem
@@ -183,12 +165,13 @@ def rank_loss(value_logits: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, i
 def verifier_loss(value_logits: torch.Tensor, lm_logits: torch.Tensor | None, batch: Batch, *,
                   loss: str = "mse", lm_weight: float = 1.0, rank_weight: float = 0.0,
                   ) -> tuple[torch.Tensor, dict[str, float]]:
-    """(value loss + lm_weight · LM loss + rank_weight · rank_loss, stats). lm_logits are the (N, V) logits at
-    lm_logits_mask positions, or None when lm_weight is 0 (then the LM objective contributes nothing)."""
-    mask = batch["value_mask"].bool()
-    target = batch["target"].to(value_logits.dtype)[mask]
-    z = value_logits[mask]
-    if not mask.any():  # a batch of LM-only examples: no value loss (and no NaN from an empty mean)
+    """(value loss + lm_weight · LM loss + rank_weight · rank_loss, stats) of a batch of gsmv.train.packing's
+    layout. value_logits: (rows, width); lm_logits: the (N, V) logits at batch["lm_src"], or None when lm_weight
+    is 0 (then the LM objective contributes nothing). Each loss is a mean over the positions (or pairs) that
+    carry it, so it does not depend on the layout."""
+    target = batch["value_target"].to(value_logits.dtype)
+    z = value_logits.reshape(-1)[batch["value_idx"]]
+    if not target.numel():  # a batch of LM-only examples: no value loss (and no NaN from an empty mean)
         value_loss = value_logits.sum() * 0.0
     elif loss == "mse":
         value_loss = (torch.sigmoid(z) - target).pow(2).mean()
@@ -196,13 +179,12 @@ def verifier_loss(value_logits: torch.Tensor, lm_logits: torch.Tensor | None, ba
         value_loss = F.binary_cross_entropy_with_logits(z, target)
     else:
         raise GsmvError(f"verifier loss '{loss}': valid losses are mse, bce")
-    stats = {"value_loss": float(value_loss.detach()), "tokens": float(mask.sum())}
+    stats = {"value_loss": float(value_loss.detach()), "tokens": float(target.numel())}
     total = value_loss
     if lm_weight > 0:
         if lm_logits is None:
             raise GsmvError("verifier_loss: lm_weight > 0 needs the LM logits")
-        shifted = batch["labels"][:, 1:]
-        targets = shifted[shifted != -100]
+        targets = batch["lm_tgt"]
         lm = F.cross_entropy(lm_logits.float(), targets) if targets.numel() else lm_logits.sum() * 0.0
         stats["lm_loss"] = float(lm.detach())
         total = total + lm_weight * lm
@@ -213,11 +195,61 @@ def verifier_loss(value_logits: torch.Tensor, lm_logits: torch.Tensor | None, ba
     return total, stats
 
 
+def build_examples(rows: Sequence[dict], refs: Sequence[tuple[str, list[int], list[int]]] | None,
+                   vcfg: VerifierConfig, tokenizer: Any, max_len: int) -> tuple[list[dict], int, int, int]:
+    """(examples, value examples, truncated, with a wrong step) from read_samples rows, in row order: one value
+    example per row (its problem as "group", its label as "outcome"), then, when `refs` (problem id, prompt,
+    reference solution ids) are given, the paper's equal mix of LM examples: the references cycled (upsampled)
+    to vcfg.lm_ratio per value example. With group_samples an LM example joins its problem's group, so it is
+    batched (and packed) with that problem's samples."""
+    lm_on_samples = vcfg.lm_weight > 0 and vcfg.lm_data == "samples"
+    examples, n_cut, n_wrong = [], 0, 0
+    problem_index: dict[str, int] = {}
+    for r in rows:
+        wrong_from = None
+        if r["wrong_char"] is not None:
+            wrong_from = wrong_step_token(tokenizer, r["tokens"], r["wrong_char"])
+            n_wrong += 1
+        ex, cut = make_example(r["prompt"], r["tokens"], r["label"], max_len=max_len, level=vcfg.level,
+                               lm=lm_on_samples, wrong_from=wrong_from)
+        ex |= {"group": problem_index.setdefault(r["problem_id"], len(problem_index)), "outcome": int(r["label"])}
+        examples.append(ex)
+        n_cut += cut
+    n_value = len(examples)
+    for i in range(round(vcfg.lm_ratio * n_value) if refs else 0):
+        pid, prompt, solution = refs[i % len(refs)]
+        ex = make_lm_example(prompt, solution, max_len=max_len)
+        if vcfg.group_samples > 0:
+            ex["group"] = problem_index.get(pid, -1)
+        examples.append(ex)
+    return examples, n_value, n_cut, n_wrong
+
+
+def batch_groups(problems: Sequence[int], vcfg: VerifierConfig) -> list[int] | None:
+    """The batch plan's groups (gsmv.train.loop.batch_plan: a group's examples share a batch) for examples of
+    these problems (-1: none, e.g. an LM example). group_samples = G > 0: each problem's examples in chunks of
+    G, so a batch holds up to G samples of each problem it draws (packing reads their question once); else,
+    with the ranking loss, whole problems (it compares one problem's samples); else None (examples shuffled
+    one by one)."""
+    if vcfg.group_samples > 0:
+        seen: dict[int, int] = {}
+        out = []
+        for g in problems:
+            if g < 0:
+                out.append(-1)
+                continue
+            k = seen.get(g, 0)
+            seen[g] = k + 1
+            out.append(g * (1 << 20) + k // vcfg.group_samples)
+        return out
+    return list(problems) if vcfg.rank_weight > 0 else None
+
+
 def make_loss_fn(vcfg: VerifierConfig):
     def loss_fn(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         use_lm = vcfg.lm_weight > 0
-        out = model(batch["input_ids"], batch["attention_mask"], return_logits=False,
-                    logits_mask=lm_logits_mask(batch["labels"]) if use_lm else None)
+        out = model(batch["input_ids"], batch["attention_mask"], position_ids=batch.get("position_ids"),
+                    return_logits=False, logits_index=batch["lm_src"] if use_lm else None)
         return verifier_loss(out.value_logits, out.logits, batch, loss=vcfg.loss, lm_weight=vcfg.lm_weight,
                              rank_weight=vcfg.rank_weight)
 
@@ -361,8 +393,9 @@ def calibrate(ver: Verifier, examples: list[dict], collate, batch_size: int) -> 
     zs = []
     for i in range(0, len(sample), batch_size):
         b = {k: v.to(device) for k, v in collate(sample[i:i + batch_size]).items()}
-        z = ver.reserved_logits(ver.hidden_states(b["input_ids"], b["attention_mask"]))
-        zs.append(z[b["value_mask"].bool()])
+        z = ver.reserved_logits(ver.hidden_states(b["input_ids"], b["attention_mask"],
+                                                  position_ids=b.get("position_ids")))
+        zs.append(z.reshape(-1)[b["value_idx"]])
     rate = float(np.mean([t for ex in examples for t, m in zip(ex["target"], ex["value_mask"], strict=True) if m]))
     ver.calibrate_head(torch.cat(zs), rate)
     ver.train(was)
@@ -413,32 +446,17 @@ def main(cfg: RunConfig, *, on_step: Callable[[int], None] | None = None) -> dic
     val_rows = (read_samples(paths.samples("val"), prompts_of("val"), "val", tok.eos_token_id)
                 if list_shards(paths.samples("val")) else [])
 
-    lm_on_samples = vcfg.lm_weight > 0 and vcfg.lm_data == "samples"
-    train_ex, n_cut, n_wrong_steps = [], 0, 0
-    problem_index: dict[str, int] = {}
-    for r in train_rows:
-        wrong_from = None
-        if r["wrong_char"] is not None:
-            wrong_from = wrong_step_token(tok, r["tokens"], r["wrong_char"])
-            n_wrong_steps += 1
-        ex, cut = make_example(r["prompt"], r["tokens"], r["label"], max_len=max_len, level=vcfg.level,
-                               lm=lm_on_samples, wrong_from=wrong_from)
-        if vcfg.rank_weight > 0:
-            ex |= {"group": problem_index.setdefault(r["problem_id"], len(problem_index)), "outcome": int(r["label"])}
-        train_ex.append(ex)
-        n_cut += cut
-    n_value = len(train_ex)
+    refs = None
     if vcfg.lm_weight > 0 and vcfg.lm_data == "reference":
-        # The paper's equal mix: the original solutions, cycled (upsampled) to lm_ratio per value example.
         from gsmv.models.tokenizer import encode_solution
 
         prompts = prompts_of("train")
-        refs = [(prompts[p.id], encode_solution(tok, p.solution)) for p in problems["train"]]
-        train_ex += [make_lm_example(*refs[i % len(refs)], max_len=max_len)
-                     for i in range(round(vcfg.lm_ratio * n_value))]
+        refs = [(p.id, prompts[p.id], encode_solution(tok, p.solution)) for p in problems["train"]]
+    train_ex, n_value, n_cut, n_wrong_steps = build_examples(train_rows, refs, vcfg, tok, max_len)
+    lm_on_samples = vcfg.lm_weight > 0 and vcfg.lm_data == "samples"
     val_ex = [make_example(r["prompt"], r["tokens"], r["label"], max_len=max_len, level=vcfg.level,
                            lm=lm_on_samples)[0] for r in val_rows]
-    collate = collate_fn(pad_id)
+    collate = collate_fn(pad_id, vcfg.pack_tokens)
     ver.to(accelerator.device)  # where prepare() would put it anyway; calibration runs there
     calibrate(ver, train_ex[:n_value], collate, vcfg.batch_size)
 
@@ -467,8 +485,7 @@ def main(cfg: RunConfig, *, on_step: Callable[[int], None] | None = None) -> dic
         eval_fn=eval_fn,
         on_step=on_step,
         desc=STAGE,
-        # The ranking loss needs a problem's samples in one batch.
-        groups=[ex.get("group", -1) for ex in train_ex] if vcfg.rank_weight > 0 else None,
+        groups=batch_groups([ex.get("group", -1) for ex in train_ex], vcfg),
     )
     accelerator.wait_for_everyone()
     return dict(result.val)

@@ -1,0 +1,106 @@
+"""A verifier's learning curve: within-problem ranking against value examples seen, on its own training data
+and on held-out problems.
+
+The stage (gsmv.train.verifier) trains on a schedule and reports once at the end; a curve needs the same
+model, examples, batch layout and loss, evaluated every `eval_every` steps with a constant learning rate (so
+an earlier point is a model one could have stopped at). `train_curve` is that loop; benchmarks/verifier_curve.py
+runs it on a run folder's samples (and, with few problems and many steps, is the memorisation test: a
+verifier must be able to order the samples it trained on).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from torch import nn
+
+from gsmv.config import VerifierConfig
+from gsmv.models.verifier import Verifier, pad_id_of, score_sequences
+from gsmv.train.loop import batch_plan, build_optimizer, build_scheduler
+
+
+@dataclass
+class ProbeSet:
+    """Samples to rank at every evaluation: their sequences (prompt + tokens), prompt lengths, problems, labels."""
+
+    name: str
+    sequences: list[list[int]]
+    starts: list[int]
+    problem_ids: list[str]
+    labels: np.ndarray
+
+    @classmethod
+    def from_rows(cls, name: str, rows: Sequence[dict]) -> ProbeSet:
+        """From gsmv.train.verifier.read_samples rows."""
+        return cls(name, [r["prompt"] + r["tokens"] for r in rows], [len(r["prompt"]) for r in rows],
+                   [r["problem_id"] for r in rows], np.array([r["label"] for r in rows], dtype=bool))
+
+
+def probe(ver: Verifier, ps: ProbeSet, *, batch_size: int, max_len: int) -> dict[str, float]:
+    """gsmv.train.verifier.val_metrics of the verifier's final values on a probe set, keys prefixed by its name."""
+    from gsmv.train.verifier import val_metrics
+
+    was = ver.training
+    ver.eval()
+    pad = pad_id_of(ver.tokenizer) if ver.tokenizer is not None else 0
+    res = score_sequences(ver, ps.sequences, ps.starts, batch_size=batch_size, pad_id=pad, max_len=max_len,
+                          share_prompts=True)
+    ver.train(was)
+    m = val_metrics(ps.problem_ids, np.array([v for v, _ in res]), ps.labels)
+    return {f"{ps.name}_{k[4:]}": v for k, v in m.items() if k in ("val_auc", "val_auc_within", "val_best_of_n",
+                                                                   "val_base_accuracy", "val_brier")}
+
+
+def train_curve(ver: Verifier, examples: Sequence[dict], *, vcfg: VerifierConfig, collate: Callable,
+                loss_fn: Callable, steps: int, eval_every: int, probes: Sequence[ProbeSet], max_len: int,
+                groups: Sequence[int] | None = None, log: Callable[[dict], None] | None = None) -> list[dict]:
+    """Train `ver` for `steps` optimizer steps of vcfg.batch_size examples (epochs repeat with new orders),
+    AdamW at vcfg.lr on vcfg.schedule over `steps` (constant: the curve's points are comparable), clipping at
+    vcfg.max_grad_norm; evaluate every probe set at step 0, every eval_every steps and at the end. Returns the
+    records (also passed to `log`): step, examples seen, mean training losses since the last record, seconds,
+    and each probe's metrics."""
+    opt = build_optimizer(ver, vcfg)
+    sched = build_scheduler(opt, vcfg, steps)
+    lengths = [len(ex["input_ids"]) for ex in examples]
+    records: list[dict] = []
+    window: dict[str, float] = {}
+    n_window, seen, t0 = 0, 0, time.perf_counter()
+
+    def record(step: int) -> None:
+        nonlocal window, n_window
+        rec = {"step": step, "examples": seen, "seconds": round(time.perf_counter() - t0, 1)}
+        rec |= {f"train_{k}": v / max(n_window, 1) for k, v in window.items()}
+        for ps in probes:
+            rec |= probe(ver, ps, batch_size=64, max_len=max_len)
+        records.append(rec)
+        if log is not None:
+            log(rec)
+        window, n_window = {}, 0
+
+    record(0)
+    ver.train()
+    step, epoch = 0, 0
+    while step < steps:
+        for batch_ids in batch_plan(lengths, vcfg.batch_size, vcfg.seed, epoch, groups=groups):
+            if step >= steps:
+                break
+            batch = collate([examples[i] for i in batch_ids])
+            loss, stats = loss_fn(ver, batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if vcfg.max_grad_norm > 0:
+                nn.utils.clip_grad_norm_(ver.parameters(), vcfg.max_grad_norm)
+            opt.step()
+            sched.step()
+            step += 1
+            seen += len(batch_ids)
+            n_window += 1
+            for k, v in stats.items():
+                window[k] = window.get(k, 0.0) + float(v)
+            if step % eval_every == 0 or step == steps:
+                record(step)
+        epoch += 1
+    return records

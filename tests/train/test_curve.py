@@ -1,0 +1,51 @@
+"""The memorisation test: a tiny verifier learns to order the samples it trained on, within each problem."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from gsmv.config import VerifierConfig
+from gsmv.models.verifier import build_verifier
+from gsmv.train import verifier as tv
+from gsmv.train.curve import ProbeSet, train_curve
+
+
+def _rows(n_problems: int, per_problem: int) -> list[dict]:
+    """Random prompts and samples; each problem's labels are half right, half wrong, at random: nothing but
+    the samples themselves tells them apart, and the problem alone says nothing."""
+    rng = random.Random(0)
+    rows = []
+    for q in range(n_problems):
+        prompt = [rng.randrange(5, 250) for _ in range(8)]
+        labels = [k < per_problem // 2 for k in range(per_problem)]
+        rng.shuffle(labels)
+        for k in range(per_problem):
+            rows.append({"problem_id": f"p{q}", "prompt": prompt, "label": labels[k], "wrong_char": None,
+                         "tokens": [rng.randrange(5, 250) for _ in range(rng.randrange(4, 9))]})
+    return rows
+
+
+@pytest.mark.parametrize("pack_tokens", [0, 256])
+def test_a_tiny_verifier_memorises_the_within_problem_order_of_its_training_samples(tiny_llama_dir, pack_tokens):
+    torch.manual_seed(0)
+    ver, tok = build_verifier(tiny_llama_dir)
+    rows = _rows(6, 6)
+    vcfg = VerifierConfig(lr=1e-2, batch_size=12, lm_weight=0.0, schedule="constant", warmup_ratio=0.0,
+                          group_samples=6, pack_tokens=pack_tokens)
+    examples, n_value, _, _ = tv.build_examples(rows, None, vcfg, tok, max_len=64)
+    collate = tv.collate_fn(tok.pad_token_id, vcfg.pack_tokens)
+    tv.calibrate(ver, examples, collate, vcfg.batch_size)
+    probe = ProbeSet.from_rows("fit", rows)
+    recs = train_curve(ver, examples, vcfg=vcfg, collate=collate, loss_fn=tv.make_loss_fn(vcfg), steps=150,
+                       eval_every=50, probes=[probe], max_len=64,
+                       groups=tv.batch_groups([ex["group"] for ex in examples], vcfg))
+    assert [r["step"] for r in recs] == [0, 50, 100, 150]
+    assert recs[-1]["examples"] == 150 * 12
+    assert recs[0]["fit_auc_within"] < 0.8  # an untrained verifier does not know the order
+    assert recs[-1]["fit_auc_within"] >= 0.95, [r["fit_auc_within"] for r in recs]
+    assert recs[-1]["fit_best_of_n"] == 1.0
+    assert np.isfinite(recs[-1]["train_value_loss"])
