@@ -75,3 +75,40 @@ def test_questions_from_stdin_and_file(tmp_path):
     assert read_questions([], str(f)) == ["c?"]
     with pytest.raises(GsmvError, match="no question on stdin"):
         read_questions([], None, io.StringIO("\n"))
+
+
+def test_closed_stdin_is_a_one_line_error(monkeypatch):
+    monkeypatch.setattr("sys.stdin", None)  # what `gsmv solve <&-` gives Python
+    with pytest.raises(GsmvError, match="no question given"):
+        read_questions([], None)
+
+
+def test_k_above_n_and_negative_threads_are_refused(smoke_synth_run):
+    with pytest.raises(GsmvError, match="--k 10 is more than --n 4"):
+        Solver(smoke_synth_run, strategy="top-k", n=4, k=10)
+    with pytest.raises(GsmvError, match="'threads' is -3"):
+        Solver(smoke_synth_run, threads=-3)
+
+
+@pytest.mark.parametrize("size", [0, 50])
+def test_a_damaged_value_head_is_a_one_line_error(smoke_synth_run, tmp_path, size):
+    run = tmp_path / "run"
+    shutil.copytree(smoke_synth_run, run)
+    head = run / "verifier" / "final" / "value_head.safetensors"
+    head.write_bytes(head.read_bytes()[:size])
+    with pytest.raises(GsmvError, match="value_head.safetensors: not a readable safetensors file"):
+        Solver(run)
+
+
+def test_solve_refuses_a_run_folder_that_a_run_holds(smoke_synth_run, tmp_path):
+    from gsmv.pipeline import RunLock
+
+    run = tmp_path / "run"
+    shutil.copytree(smoke_synth_run, run)
+    lock = RunLock(run)
+    try:
+        with pytest.raises(GsmvError, match=r"in use by a gsmv run \(pid \d+"):
+            Solver(run)
+    finally:
+        lock.release()
+    assert Solver(run, n=2).n == 2  # free again

@@ -61,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--file", metavar="JSONL", help="questions from a jsonl file (objects with a 'question')")
     p.add_argument("--json", action="store_true", help="one JSON object per question")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: the run's setting)")
+    p = sub.add_parser("export", help="a trained verifier as a transformers classification model folder")
+    p.add_argument("--run", required=True, metavar="RUN_DIR", help="a run folder with a trained verifier")
+    p.add_argument("--to", required=True, choices=["seq-cls", "token-cls"],
+                   help="seq-cls: AutoModelForSequenceClassification; token-cls: AutoModelForTokenClassification")
+    p.add_argument("--out", required=True, metavar="DIR", help="a new (or empty) folder")
     for name, (_, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_)
         _add_common(p)
@@ -99,6 +104,24 @@ def _make_data(cfg, out: str) -> None:
     print(f"{folder / 'info.json'}: source and content hashes")
 
 
+def _export(args) -> None:
+    from pathlib import Path
+
+    from gsmv.artifacts import RunPaths, read_json_or_none
+    from gsmv.export import export
+
+    paths = RunPaths(Path(args.run))
+    if not (paths.verifier_final / "config.json").is_file():
+        raise GsmvError(f"{paths.verifier_final}: no trained verifier in this run folder (run train-verifier first)")
+    card = {}
+    results = read_json_or_none(paths.root / "results.json")
+    if isinstance(results, dict) and isinstance(results.get("metrics"), dict):  # the run's headline numbers
+        card = {f"test {k}": round(m["value"], 4) for k, m in results["metrics"].items()
+                if isinstance(m, dict) and isinstance(m.get("value"), int | float)}
+    out = export(paths.verifier_final, args.to, args.out, card=card)
+    print(f"{out}: {args.to} export of {paths.verifier_final}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -109,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
             from gsmv import solve
 
             return solve.main(args)
+        if args.command == "export":
+            _export(args)
+            return 0
         if args.command == "evaluate" and args.reference:
             from gsmv.evaluate import evaluate_reference, format_table
 

@@ -271,6 +271,8 @@ def _check(cfg: RunConfig) -> None:
         sect, name = key.split(".")
         if getattr(getattr(cfg, sect), name) <= 0:
             raise GsmvError(f"config key '{key}' must be > 0")
+    if cfg.threads < 0:
+        raise GsmvError(f"config key 'threads' is {cfg.threads}: must be >= 0 (0 = torch's default)")
     sy = cfg.data.synth
     for key in ("train_size", "test_size", "min_steps", "max_steps", "max_number", "max_factor"):
         if getattr(sy, key) <= 0:

@@ -752,6 +752,29 @@ class RunLock:
             self.fd = None
 
 
+@contextlib.contextmanager
+def read_lock(root: Path):
+    """A shared flock on the run's lock file while a reader (gsmv solve) loads the run's models: refused, naming
+    the holder, while a `gsmv run` holds the folder (it may be writing them); a run started meanwhile waits
+    for no reader but is refused its lock until the reader is done."""
+    path = root / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
+    except OSError:  # a read-only folder: nobody can be writing in it through gsmv either
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 4096).decode(errors="replace").strip() or "another process"
+            raise GsmvError(f"{root}: in use by a gsmv run ({holder}); its models may be being written: "
+                            "wait for it to end") from None
+        yield
+    finally:
+        os.close(fd)
+
+
 def _remove_partial_writes(root: Path) -> None:
     """Delete what a killed atomic write left behind (its temp files never replaced a real artifact)."""
     for p in sorted(root.rglob(".*.tmp"), key=lambda q: len(q.parts), reverse=True):

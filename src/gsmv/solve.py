@@ -82,6 +82,14 @@ class Solver:
         self.beams = beams if beams is not None else max(cfg.search.beams)
         if self.n < 1 or self.k < 1 or self.beams < 1:
             raise GsmvError("solve: --n, --k and --beams must be >= 1")
+        if self.k > self.n:
+            raise GsmvError(f"solve: --k {self.k} is more than --n {self.n} (the top k of N samples vote)")
+        from gsmv.pipeline import read_lock
+
+        with read_lock(paths.root):  # a run writing these models makes this a one-line error, not a half-read
+            self._load(paths, cfg, strategy)
+
+    def _load(self, paths: RunPaths, cfg: Any, strategy: str) -> None:
         if not (paths.generator_final / "config.json").is_file():
             raise GsmvError(f"{paths.generator_final}: no fine-tuned generator in this run folder (run finetune first)")
         self.needs_verifier = strategy != "vote"
@@ -215,7 +223,7 @@ def read_questions(args_questions: list[str], file: str | None, stdin: Any = Non
             raise GsmvError(f"{file}: no questions")
         return out
     stdin = stdin if stdin is not None else sys.stdin
-    if stdin.isatty():
+    if stdin is None or stdin.isatty():  # None: stdin closed (`<&-`)
         raise GsmvError("solve: no question given (pass questions as arguments, --file FILE, or pipe them in)")
     out = [line.rstrip("\n") for line in stdin if line.strip()]
     if not out:

@@ -157,3 +157,14 @@ def test_report_plots_finetuning_and_verification_by_training_set_size(tiny_cfg,
     points = report.train_size_points(runs)
     assert sorted(points) == [250, 1000]
     assert points[250]["metrics"]["test@1"] == json.loads(RunPaths(small.run_dir).results.read_text())["metrics"]["test@1"]
+
+
+def test_score_histogram_of_one_class_warns_nothing(tmp_path):
+    import warnings
+
+    from gsmv.report import plots
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "invalid value encountered in divide" would fail here
+        out = plots.plot_score_hist(np.array([[0.2, 0.4], [0.5, 0.9]]), np.zeros((2, 2), bool), tmp_path / "s.png")
+    assert Image.open(out).size[0] > 100

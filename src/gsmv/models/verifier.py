@@ -234,9 +234,13 @@ class Verifier(nn.Module):
         if tok is not None:
             tok.save_pretrained(folder)
         save_file(head, str(folder / HEAD_NAME))
+        import gsmv
+        from gsmv.model_card import PROMPT_FORMAT
+
         (folder / CONFIG_NAME).write_text(json.dumps(
             {"head": self.head, "value_token_id": self.value_token_id,
-             "value_token": _token_string(tok, self.value_token_id)}, indent=2) + "\n")
+             "value_token": _token_string(tok, self.value_token_id), "prompt_format": PROMPT_FORMAT,
+             "gsmv_version": gsmv.__version__}, indent=2) + "\n")
 
 
 @torch.inference_mode()
@@ -462,7 +466,11 @@ def load_verifier(path: str | Path, dtype: torch.dtype | None = torch.float32, d
         raise GsmvError(f"{path}: no {HEAD_NAME} (an incomplete verifier folder)")
     lm, tok = load_model_and_tokenizer(str(path), dtype=dtype, device=device or "cpu", dropout=dropout)
     ver = Verifier(lm, head=meta["head"], value_token_id=meta.get("value_token_id"), tokenizer=tok)
-    ver.load_head_state(load_file(str(head_path)), str(head_path))
+    try:
+        head_state = load_file(str(head_path))
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error type for a damaged header
+        raise GsmvError(f"{head_path}: not a readable safetensors file ({str(e).splitlines()[0][:120]})") from None
+    ver.load_head_state(head_state, str(head_path))
     if device is not None:
         ver.to(device)
     ver.eval()

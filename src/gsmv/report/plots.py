@@ -196,8 +196,9 @@ def plot_score_hist(scores: np.ndarray, correct: np.ndarray, path: str | Path) -
     s = np.asarray(scores, dtype=float).ravel()
     c = np.asarray(correct, dtype=bool).ravel()
     bins = np.linspace(float(s.min()), float(s.max()) + 1e-9, 41)
-    ax.hist(s[~c], bins=bins, alpha=0.6, color="tab:red", label=f"wrong ({(~c).sum()})", density=True)
-    ax.hist(s[c], bins=bins, alpha=0.6, color="tab:green", label=f"correct ({c.sum()})", density=True)
+    for part, color, name in ((~c, "tab:red", "wrong"), (c, "tab:green", "correct")):
+        if part.any():  # a density of no samples is 0/0 (numpy warns)
+            ax.hist(s[part], bins=bins, alpha=0.6, color=color, label=f"{name} ({part.sum()})", density=True)
     ax.set_xlabel("verifier score (value at the final token)")
     ax.set_ylabel("density")
     ax.set_title("verifier scores of test samples")

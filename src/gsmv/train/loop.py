@@ -262,12 +262,17 @@ def evaluate_loss(
 # ---------------------------------------------------------------- checkpoints
 
 
-def hf_saver(tokenizer: Any) -> SaveModelFn:
-    """save_model for Hugging Face models: save_pretrained (safetensors) of the model and the tokenizer."""
+def hf_saver(tokenizer: Any, card: dict | None = None) -> SaveModelFn:
+    """save_model for Hugging Face models: save_pretrained (safetensors) of the model and the tokenizer, and
+    with `card` (gsmv.model_card.write_card's keyword arguments) a README.md model card."""
 
     def save(model: nn.Module, folder: Path, state_dict: dict[str, torch.Tensor]) -> None:
         model.save_pretrained(folder, state_dict=state_dict, safe_serialization=True)
         tokenizer.save_pretrained(folder)
+        if card is not None:
+            from gsmv.model_card import write_card
+
+            write_card(folder, **card)
 
     return save
 

@@ -401,9 +401,13 @@ def calibrate(ver: Verifier, examples: list[dict], collate, batch_size: int) -> 
     ver.train(was)
 
 
-def verifier_saver(tokenizer: Any):
+def verifier_saver(tokenizer: Any, card: dict | None = None):
     def save(model: nn.Module, folder: Path, state_dict: dict[str, torch.Tensor]) -> None:
         model.save_pretrained(folder, tokenizer=tokenizer, state_dict=state_dict)
+        if card is not None:
+            from gsmv.model_card import write_card
+
+            write_card(folder, **card)
 
     return save
 
@@ -479,7 +483,9 @@ def main(cfg: RunConfig, *, on_step: Callable[[int], None] | None = None) -> dic
         loss_fn=make_loss_fn(vcfg),
         ckpt_dir=paths.verifier,
         config_hash=train_hash(vcfg, cfg.model, data_key),
-        save_model=verifier_saver(tok),
+        save_model=verifier_saver(tok, card={"kind": "verifier", "base": init_desc, "extra": {
+            "labels": vcfg.labels, "head": vcfg.head, "level": vcfg.level, "loss": vcfg.loss, "data": cfg.data.source,
+            "dataset": "openai/gsm8k" if cfg.data.source == "gsm8k" else None}}),
         metrics=metrics,
         val_examples=val_ex or None,
         eval_fn=eval_fn,

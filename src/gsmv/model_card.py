@@ -1,0 +1,65 @@
+"""README.md model cards (Hugging Face format: YAML metadata, then text) for the model folders gsmv writes.
+
+Every generator and verifier folder, and every export, says what it is, how to feed it and what its output
+means, so a folder found on disk (or pushed to a hub) is usable without gsmv's source at hand.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import gsmv
+
+PROMPT_FORMAT = ("format_prompt(question): the question followed by a newline, encoded with the tokenizer's own "
+                 "special tokens (e.g. a BOS); then the solution's tokens without special tokens; then EOS when "
+                 "the solution is finished. Calculator annotations `<<expr=result>>` stay in the text, and the "
+                 "final answer follows `#### `.")
+
+_KINDS = {
+    "generator": ("text-generation", "a generator fine-tuned on math word problem solutions",
+                  "Sample solutions for a prompt; the answer is the number after `#### `."),
+    "verifier": ("text-generation", "a verifier: a causal LM plus a value head (gsmv.models.verifier)",
+                 "P(correct) = sigmoid(gain · logit(value token) + bias) at the last token (token head; "
+                 "value_head.safetensors holds gain and bias, verifier_config.json the token id), or "
+                 "sigmoid(weight · h + bias) on the last hidden state (linear head). Load it with "
+                 "gsmv.models.verifier.load_verifier, or export it with `gsmv export` for transformers' "
+                 "classification classes: a sequence-classification class loaded on this folder gets a "
+                 "random head."),
+    "verifier-export": ("text-classification", "a gsmv verifier exported to a transformers classification class",
+                        "AutoModelForSequenceClassification: the logit at the last non-pad token; "
+                        "P(correct) = sigmoid(logit + config.value_bias) (the score layer has no bias, so "
+                        "the logit alone ranks samples exactly). AutoModelForTokenClassification: "
+                        "sigmoid(logits[..., 0]) after every token, the value of each prefix."),
+}
+
+
+def card_text(kind: str, *, base: str = "", extra: dict[str, Any] | None = None) -> str:
+    """The README.md of a model folder of this kind (generator, verifier, verifier-export)."""
+    extra = dict(extra or {})
+    pipeline_tag, what, output = _KINDS[kind]
+    if kind == "verifier-export" and extra.get("target") == "token-cls":
+        pipeline_tag = "token-classification"
+    labels = extra.pop("labels", None)
+    meta = ["---", "library_name: transformers", f"pipeline_tag: {pipeline_tag}", "license: mit",
+            "tags:", "- gsmv", "- math", "- verifier" if kind != "generator" else "- generator"]
+    if base and re.fullmatch(r"[\w.-]+/[\w.-]+", base) and not Path(base).exists():  # a hub id, not a folder
+        meta.append(f"base_model: {base}")
+    if extra.get("dataset"):
+        meta += ["datasets:", f"- {extra['dataset']}"]
+    meta.append("---")
+    lines = [*meta, "", f"# {kind}: {what}", ""] + ([f"Started from: {base}", ""] if base else []) + [ f"Written by gsmv {gsmv.__version__}, an implementation of Cobbe "
+             "et al. 2021, \"Training Verifiers to Solve Math Word Problems\".", "", "## Input", "", PROMPT_FORMAT,
+             "", "## Output", "", output]
+    if labels:
+        lines += ["", f"Trained on {labels} labels (outcome: the final answer's correctness at every token; "
+                  "process: step-level truth, 1 until the first wrong step)."]
+    rest = {k: v for k, v in extra.items() if k not in ("dataset", "target") and v is not None}
+    if rest:
+        lines += ["", "## Details", ""] + [f"- {k}: {v}" for k, v in rest.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_card(folder: str | Path, kind: str, *, base: str = "", extra: dict[str, Any] | None = None) -> None:
+    (Path(folder) / "README.md").write_text(card_text(kind, base=base, extra=extra))
