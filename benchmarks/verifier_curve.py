@@ -37,11 +37,12 @@ def choose_rows(rows: list[dict], problems: int, mixed: bool, per_problem: int, 
         by.setdefault(r["problem_id"], []).append(r)
     out, n = [], 0
     for rs in by.values():
-        if mixed and len({r["label"] for r in rs}) < 2:
-            continue
         if dedupe:
             rs = list({tuple(r["tokens"]): r for r in rs}.values())
-        out += rs[:per_problem] if per_problem else rs
+        rs = rs[:per_problem] if per_problem else rs
+        if mixed and len({r["label"] for r in rs}) < 2:  # mixed among the samples kept
+            continue
+        out += rs
         n += 1
         if problems and n == problems:
             break

@@ -150,7 +150,7 @@ class VerifierConfig(TrainConfig):
     group_samples: int = 0
     # Speed only (not hashed): shared-prompt packing (gsmv.train.packing) into rows of at most this many
     # tokens; 0 = one example a row, padded (for models whose attention takes no 4D mask). Same losses.
-    pack_tokens: int = 1024
+    pack_tokens: int = 512
 
 
 @dataclass

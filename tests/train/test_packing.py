@@ -111,3 +111,14 @@ def test_batch_groups_chunk_a_problems_samples():
     assert groups[0] == groups[1] != groups[2] == groups[6] and groups[3] == groups[5] and groups[4] == -1
     assert tv.batch_groups([0, 1, -1], VerifierConfig()) is None
     assert tv.batch_groups([0, 1, -1], VerifierConfig(rank_weight=1.0)) == [0, 1, -1]
+
+
+def test_packing_equals_the_plain_layout_on_gpt2(tiny_gpt2_dir):
+    ver, tok = build_verifier(tiny_gpt2_dir)
+    vcfg = VerifierConfig(lm_weight=1.0, loss="mse")
+    examples = _examples("token", False)
+    l0, _, g0 = _loss_and_grads(ver, plain_collate(tok.pad_token_id)(examples), vcfg)
+    l1, _, g1 = _loss_and_grads(ver, packed_collate(tok.pad_token_id, 60)(examples), vcfg)
+    assert l1.item() == pytest.approx(l0.item(), abs=1e-5)
+    for name in g0:
+        torch.testing.assert_close(g1[name], g0[name], atol=1e-5, rtol=1e-4, msg=name)
