@@ -363,3 +363,19 @@ def test_read_rows_reads_only_the_shards_that_hold_the_rows(tmp_path, monkeypatc
     assert t.column("text").to_pylist() == ["t21", "t1", "t20", "t2"]  # the order asked for
     assert t.column("extra").to_pylist() == [[2, 1], None, [2, 0], None]
     assert sorted(read) == [shards[0], shards[2]]  # shard 1 holds none of them: not read
+
+
+def test_results_carry_lm_eval_numbers_and_the_fields_maj_name(smoke_synth_run):
+    from gsmv.config import load_config
+    from gsmv.data.answers import lm_eval_matches
+    from gsmv.data.tasks import load_split
+
+    paths = RunPaths(smoke_synth_run)
+    res = json.loads(paths.results.read_text())
+    m = res["metrics"]
+    assert m[f"maj@{res['n_samples']}"] == m["majority_vote"]
+    refs = {p.id: p.solution for p in load_split(load_config(paths.config), "test")}
+    rows = [r for s in list_shards(paths.samples("test_greedy")) for r in pq.read_table(s).to_pylist()]
+    got = [lm_eval_matches(r["text"], refs[r["problem_id"]]) for r in rows]
+    assert m["test@1_lm_eval_strict"]["value"] == pytest.approx(np.mean([g[0] for g in got]))
+    assert m["test@1_lm_eval_flexible"]["value"] == pytest.approx(np.mean([g[1] for g in got]))

@@ -114,6 +114,8 @@ METRIC_LABELS = {
     "oracle": "coverage (oracle pass@N)",
     "verifier_auc": "verifier AUC (pooled)",
     "verifier_auc_within": "verifier AUC (within problem)",
+    "test@1_lm_eval_strict": "test@1, lm-eval strict-match",
+    "test@1_lm_eval_flexible": "test@1, lm-eval flexible-extract",
     "pass@1_strict": "pass@1, right steps too",
     "best_of_n_strict": "best-of-N, right steps too",
     "false_positive_rate": "right answer, wrong step",
@@ -395,6 +397,18 @@ def step_truth(data: EvalData) -> np.ndarray | None:
     return ok
 
 
+def _lm_eval_greedy(data: EvalData) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per problem, whether the greedy sample matches under lm-evaluation-harness's strict and flexible gsm8k
+    rules (gsmv.data.answers.lm_eval_matches); None without greedy texts."""
+    if data.greedy is None or "text" not in data.greedy.column_names:
+        return None
+    from gsmv.data.answers import lm_eval_matches
+
+    texts = data.greedy.column("text").to_pylist()
+    got = [lm_eval_matches(texts[r] or "", p.solution) for p, r in zip(data.problems, data.greedy_rows, strict=True)]
+    return np.array([g[0] for g in got], dtype=bool), np.array([g[1] for g in got], dtype=bool)
+
+
 def compute(data: EvalData, *, bootstrap: int = 1000, seed: int = 0, steps_ok: np.ndarray | None = None) -> dict:
     """All metrics and curves of one run (see the module docstring for the schema).
 
@@ -412,6 +426,10 @@ def compute(data: EvalData, *, bootstrap: int = 1000, seed: int = 0, steps_ok: n
 
     if data.greedy_correct is not None:
         add(("metric", "test@1"), data.greedy_correct)
+    lm_eval = _lm_eval_greedy(data)
+    if lm_eval is not None:
+        add(("metric", "test@1_lm_eval_strict"), lm_eval[0])
+        add(("metric", "test@1_lm_eval_flexible"), lm_eval[1])
     grid = power_grid(n)
     for k in grid:
         add(("pass_at_k", k), pass_at_k(n, c, k))
@@ -461,6 +479,10 @@ def compute(data: EvalData, *, bootstrap: int = 1000, seed: int = 0, steps_ok: n
         "oracle": stats[("pass_at_k", n)],
         "verifier_auc": _diag(auc(data.scores, data.correct)) if data.scores is not None else None,
         "verifier_auc_within": _diag(auc_within(data.scores, data.correct)) if data.scores is not None else None,
+        # lm-evaluation-harness's gsm8k extraction of the greedy sample, and majority vote under the field's name.
+        "test@1_lm_eval_strict": stats.get(("metric", "test@1_lm_eval_strict")),
+        "test@1_lm_eval_flexible": stats.get(("metric", "test@1_lm_eval_flexible")),
+        f"maj@{n}": stats[("majority_vote", n)],
         "pass@1_strict": stats.get(("metric", "pass@1_strict")),
         "best_of_n_strict": stats.get(("metric", "best_of_n_strict")),
         "false_positive_rate": diag["false_positive_rate"],
@@ -604,7 +626,7 @@ def main(cfg: RunConfig) -> dict:
 
     steps = get_task(cfg).step_truth  # the synthetic task knows every intermediate value
     # The texts are read later, by step_truth, for the samples it checks.
-    data = load_run(cfg, greedy_columns=["n_tokens"])
+    data = load_run(cfg, greedy_columns=["n_tokens", "text"])
     results = {"run": cfg.name, **compute(data, bootstrap=cfg.evaluate.bootstrap, seed=cfg.evaluate.seed,
                                           steps_ok=step_truth(data) if steps else None)}
     search = _search_table(cfg)
@@ -689,13 +711,15 @@ def format_table(results: dict) -> str:
     lines.append(f"{results.get('run', 'run')}: {results['split']}, {results['n_problems']} problems x {n} samples "
                  f"(95% bootstrap CI, {results['bootstrap']['resamples']} resamples)")
     for name, metric in results["metrics"].items():
-        if name in STEP_METRICS and metric is None:  # a task without step-level truth
+        if (name in STEP_METRICS or name.startswith("test@1_lm_eval")) and metric is None:  # not measurable here
+            continue
+        if name.startswith("maj@"):  # the field's name of majority_vote, printed on that line
             continue
         label = METRIC_LABELS.get(name, name)
         if name in ("oracle", "best_of_n") or name.startswith("best_of_n_"):
             label = label.replace("@N", f"@{n}").replace("-N", f"-{n}")
         elif name == "majority_vote":
-            label = f"{label} ({n})"
+            label = f"{label} (maj@{n})"
         v, ci = fmt_metric(name, metric)
         lines.append(f"  {label:<32} {v:>7}  {ci}")
     for key, title in (("best_of_n", "best-of-N"), ("majority_vote", "majority@N"), ("pass_at_k", "pass@k"),

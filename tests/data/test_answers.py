@@ -175,3 +175,16 @@ def test_paper_example_solutions_grade_like_the_paper(gsm8k_dir, gsm8k_records):
                 n += 1
                 assert is_correct(sol["solution"], answer, marker=PAPER_MARKER) == sol["is_correct"], key
     assert n == 4 * len(rows)
+
+
+def test_lm_eval_rules_strict_first_answer_line_flexible_last_number():
+    from gsmv.data.answers import lm_eval_matches
+
+    ref = "She has 3*4=<<3*4=12>>12 pens.\n#### 1,200"
+    assert lm_eval_matches("3*4=12\n#### 1200", ref) == (True, True)
+    assert lm_eval_matches("#### 1,200.", ref) == (True, True)  # commas and a final period ignored
+    assert lm_eval_matches("#### $1,200", ref) == (False, True)  # strict's pattern has no $; flexible drops it
+    assert lm_eval_matches("#### 12\n#### 1200", ref) == (False, True)  # strict takes the first match
+    assert lm_eval_matches("so the answer is 1200", ref) == (False, True)  # no answer line: flexible only
+    assert lm_eval_matches("#### 1200 pens, 7", ref) == (True, False)  # flexible takes the last number
+    assert lm_eval_matches("no number", ref) == (False, False)

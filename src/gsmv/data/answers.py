@@ -122,3 +122,28 @@ def is_correct(completion: str, reference_answer: str, marker: str = ANSWER_MARK
     got = extract_answer(completion, marker)
     ref = normalize_answer(reference_answer)
     return got is not None and ref is not None and got == ref
+
+
+# lm-evaluation-harness's gsm8k task (its "strict-match" and "flexible-extract" filters and exact_match's
+# regexes_to_ignore), so a user can line gsmv's greedy accuracy up with numbers reported under it.
+_LM_EVAL_STRICT = re.compile(r"#### (\-?[0-9\.\,]+)")
+_LM_EVAL_FLEXIBLE = re.compile(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")
+_LM_EVAL_IGNORE = (re.compile(r","), re.compile(r"\$"), re.compile(r"(?s).*#### "), re.compile(r"\.$"))
+
+
+def _lm_eval_clean(s: str) -> str:
+    for pat in _LM_EVAL_IGNORE:
+        s = pat.sub("", s)
+    return s.strip().lower()
+
+
+def lm_eval_matches(completion: str, reference_solution: str) -> tuple[bool, bool]:
+    """(strict, flexible): lm-evaluation-harness gsm8k's exact match of the completion against the reference
+    solution text (its "#### N" line), with the first `#### N` of the completion (strict) or its last number
+    (flexible). "[invalid]" (no match) never equals a reference."""
+    gold = _lm_eval_clean(reference_solution)
+    m = _LM_EVAL_STRICT.search(completion)
+    strict = m is not None and _lm_eval_clean(m.group(1)) == gold
+    found = _LM_EVAL_FLEXIBLE.findall(completion)
+    flexible = bool(found) and _lm_eval_clean(next(g for g in found[-1] if g)) == gold
+    return strict, flexible
