@@ -106,3 +106,24 @@ def test_run_seed_mixes_into_every_stage_seed_but_data_and_bootstrap():
     assert with_run_seed(load_config("synth", ["seed=8"])).sample.seed != mixed.sample.seed
     assert with_run_seed(load_config("synth", ["seed=-7"])).sample.seed != mixed.sample.seed
     assert cfg.seed == 7  # the config the user wrote (config.yaml) is left as it is
+
+
+@pytest.mark.parametrize("override,expected", [
+    ("data.synth.max_number=1", "'data.synth.max_number' is 1: must be >= 2"),
+    ("data.synth.test_size=1000000000", "at most 5,000,000 problems"),
+    ("threads=-3", "'threads' is -3: must be >= 0"),
+    ("verifier.pack_tokens=-1", "'verifier.pack_tokens' must be >= 0"),
+    ("verifier.group_samples=-2", "'verifier.group_samples' must be >= 0"),
+])
+def test_knobs_out_of_range_are_refused_at_once(override, expected):
+    with pytest.raises(GsmvError, match=expected.replace("(", r"\(")):
+        load_config("smoke-synth", [override])
+
+
+def test_speed_knobs_stay_out_of_the_hashes():
+    from gsmv.config import hash_dict
+
+    a, b = load_config("synth"), load_config("synth", ["verifier.pack_tokens=0"])
+    assert hash_dict(a.verifier) == hash_dict(b.verifier)
+    c = load_config("synth", ["verifier.group_samples=10"])
+    assert hash_dict(c.verifier) != hash_dict(a.verifier) and "group_samples" not in hash_dict(a.verifier)

@@ -125,3 +125,18 @@ def test_run_seed_redoes_every_seeded_stage_and_reaches_the_stages(tmp_path, tin
     pipeline.run(out, until="finetune", log=lambda _: None)
     assert [c.finetune.seed for c in seen] == [with_run_seed(out).finetune.seed]
     assert seen[0].finetune.seed != out.finetune.seed
+
+
+def test_shipped_presets_keep_their_stage_hashes():
+    """A golden list (tests/assets/stage_hashes.json, written when the hashes were last meant to change): a code
+    change that moves a preset's stage hash would silently redo every user's run folder of that preset."""
+    import json
+    from pathlib import Path
+
+    from gsmv.config import load_config
+    from gsmv.pipeline import stage_hashes
+
+    golden = json.loads((Path(__file__).parent / "assets" / "stage_hashes.json").read_text())
+    assert len(golden) >= 15
+    for preset, hashes in golden.items():
+        assert stage_hashes(load_config(preset)) == hashes, preset

@@ -256,6 +256,9 @@ def _key_error(schema: Any, full_key: str) -> GsmvError:
     return GsmvError(f"bad config key '{full_key}'")
 
 
+MAX_SYNTH_PROBLEMS = 5_000_000
+
+
 def _check(cfg: RunConfig) -> None:
     for key, choices in CHOICES.items():
         obj: Any = cfg
@@ -277,6 +280,14 @@ def _check(cfg: RunConfig) -> None:
     for key in ("train_size", "test_size", "min_steps", "max_steps", "max_number", "max_factor"):
         if getattr(sy, key) <= 0:
             raise GsmvError(f"config key 'data.synth.{key}' must be > 0")
+    for key in ("max_number", "max_factor"):  # numbers are drawn from [2, max]
+        if getattr(sy, key) < 2:
+            raise GsmvError(f"config key 'data.synth.{key}' is {getattr(sy, key)}: must be >= 2 (numbers are drawn "
+                            "from [2, max])")
+    for key in ("train_size", "test_size"):  # bounded work: generation is in memory, about 1 KB a problem
+        if getattr(sy, key) > MAX_SYNTH_PROBLEMS:
+            raise GsmvError(f"config key 'data.synth.{key}' is {getattr(sy, key):,}: at most {MAX_SYNTH_PROBLEMS:,} "
+                            "problems (they are generated in memory, about 1 KB each)")
     if sy.min_steps > sy.max_steps or not 0 <= sy.min_distractors <= sy.max_distractors:
         raise GsmvError("config keys 'data.synth.min_steps/max_steps' and 'min_distractors/max_distractors' "
                         "must be ordered min <= max (distractors >= 0)")
