@@ -86,6 +86,8 @@ def test_closed_stdin_is_a_one_line_error(monkeypatch):
 def test_k_above_n_and_negative_threads_are_refused(smoke_synth_run):
     with pytest.raises(GsmvError, match="--k 10 is more than --n 4"):
         Solver(smoke_synth_run, strategy="top-k", n=4, k=10)
+    with pytest.raises(GsmvError, match="at most 10,000 per question"):
+        Solver(smoke_synth_run, n=100000)
     with pytest.raises(GsmvError, match="'threads' is -3"):
         Solver(smoke_synth_run, threads=-3)
 
@@ -112,3 +114,14 @@ def test_solve_refuses_a_run_folder_that_a_run_holds(smoke_synth_run, tmp_path):
     finally:
         lock.release()
     assert Solver(run, n=2).n == 2  # free again
+
+
+def test_text_output_escapes_control_characters_and_drops_special_tokens():
+    from gsmv.solve import Answer, terminal_safe
+
+    assert terminal_safe("a\x1b[31mb\x00c<|value|>d<|pad|>\n#### 3\t") == "a\\x1b[31mb\\x00cd\n#### 3\t"
+    a = Answer(question="q\x1b?", answer="3", solution="x<|endoftext|>\x07", value=0.5, votes=1.0,
+               strategy="best-of-n", tokens=4)
+    text = a.as_text()
+    assert "\x1b" not in text and "\x07" not in text and "<|" not in text and "\\x1b" in text
+    assert json.loads(a.as_json())["solution"] == "x<|endoftext|>\x07"  # --json keeps everything

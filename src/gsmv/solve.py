@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sys
 import time
 from collections import Counter
@@ -49,15 +50,28 @@ class Answer:
                            "tokens": self.tokens})
 
     def as_text(self) -> str:
+        """For a terminal: control characters escaped and special tokens (`<|...|>`) left out (--json keeps all)."""
         value = "-" if self.value is None else f"{self.value:.3f}"
         votes = "-" if self.votes is None else f"{self.votes:.0%}"
-        return (f"Q: {self.question}\n{self.solution}\n"
-                f"=> answer {self.answer}   verifier value {value}   votes {votes}   "
+        return (f"Q: {terminal_safe(self.question)}\n{terminal_safe(self.solution)}\n"
+                f"=> answer {terminal_safe(str(self.answer))}   verifier value {value}   votes {votes}   "
                 f"({self.strategy}, {self.tokens} tokens)\n")
+
+
+_SPECIAL = re.compile(r"<\|[^|<>\s]{1,40}\|>")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def terminal_safe(text: str) -> str:
+    """Text a terminal shows as it is: special tokens removed, control characters (ESC, NUL ...) as \\xNN."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", _SPECIAL.sub("", text))
 
 
 def question_key(question: str) -> str:
     return "q:" + hashlib.blake2b(question.encode(), digest_size=8).hexdigest()
+
+
+MAX_SAMPLES = 10_000
 
 
 class Solver:
@@ -82,6 +96,9 @@ class Solver:
         self.beams = beams if beams is not None else max(cfg.search.beams)
         if self.n < 1 or self.k < 1 or self.beams < 1:
             raise GsmvError("solve: --n, --k and --beams must be >= 1")
+        if self.n > MAX_SAMPLES or self.beams > MAX_SAMPLES:
+            raise GsmvError(f"solve: --n/--beams at most {MAX_SAMPLES:,} per question (every sample is held in "
+                            "memory until the question is answered)")
         if self.k > self.n:
             raise GsmvError(f"solve: --k {self.k} is more than --n {self.n} (the top k of N samples vote)")
         from gsmv.pipeline import read_lock
