@@ -141,3 +141,37 @@ def test_random_ids_round_trip_through_export(verifier_dir, tmp_path):
         with torch.no_grad():
             got = torch.sigmoid(model(input_ids=torch.tensor([s])).logits[0, -1, 0]).item()
         assert got == pytest.approx(v, abs=1e-5)
+
+
+@pytest.mark.parametrize("to", ["seq-cls", "token-cls"])
+def test_export_of_a_run_reproduces_its_score_stage(smoke_synth_run, tmp_path, to):
+    """The exported classifier on the run's own test samples gives the values the score stage stored."""
+    import pyarrow.parquet as pq
+
+    from gsmv.artifacts import RunPaths, list_shards
+    from gsmv.config import load_config
+    from gsmv.data.tasks import load_split
+    from gsmv.models.verifier import solution_ids
+
+    paths = RunPaths(smoke_synth_run)
+    out = tmp_path / to
+    assert cli.main(["export", "--run", str(smoke_synth_run), "--to", to, "--out", str(out)]) == 0
+    model, tok = load_exported(out)
+    bias = json.loads((out / "config.json").read_text())["value_bias"]
+    cfg = load_config(paths.config)
+    limit = cfg.verifier.max_len
+    problems = {p.id: p for p in load_split(cfg, "test")}
+    samples = {(r["problem_id"], r["sample_idx"]): r for s in list_shards(paths.samples("test"))
+               for r in pq.read_table(s, columns=["problem_id", "sample_idx", "tokens", "finished"]).to_pylist()}
+    scores = pq.read_table(list_shards(paths.scores("test"))[0], columns=["problem_id", "sample_idx", "score"])
+    rows = scores.to_pylist()[:24]
+    assert any(samples[(r["problem_id"], r["sample_idx"])]["finished"] for r in rows)
+    for r in rows:
+        s = samples[(r["problem_id"], r["sample_idx"])]
+        ids = prompt_ids(tok, problems[r["problem_id"]].question) + solution_ids(s["tokens"], s["finished"],
+                                                                                 tok.eos_token_id)
+        ids = ids[-limit:]  # the score stage reads at most verifier.max_len tokens, cut from the left
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([ids])).logits.float()
+        logit = logits[0, 0] + bias if to == "seq-cls" else logits[0, -1, 0]
+        assert torch.sigmoid(logit).item() == pytest.approx(r["score"], abs=1e-5)

@@ -15,7 +15,8 @@ So the export is exact:
 
 Input format, as gsmv scores: format_prompt(question) encoded with the tokenizer's special tokens, then the
 solution without special tokens, then EOS when the solution is finished (gsmv.models.verifier.prompt_ids,
-solution_ids). The folder's README.md (gsmv.model_card) says so for users of the folder.
+solution_ids). gsmv reads at most verifier.max_len tokens, cut from the left; the export reads what it is given.
+The folder's README.md (gsmv.model_card) says so for users of the folder.
 """
 
 from __future__ import annotations
