@@ -23,8 +23,7 @@ import torch
 
 from gsmv.artifacts import RunPaths
 from gsmv.config import load_config
-from gsmv.data.tasks import load_split
-from gsmv.models.verifier import input_limit, pad_id_of, prompt_ids
+from gsmv.models.verifier import input_limit, pad_id_of
 from gsmv.train import verifier as tv
 from gsmv.train.curve import ProbeSet, train_curve
 
@@ -55,25 +54,10 @@ def run(a: argparse.Namespace) -> None:
     vcfg = cfg.verifier
     torch.set_num_threads(a.threads)
     torch.manual_seed(vcfg.seed)
-    paths = RunPaths(a.run)
     ver, tok, _ = tv.build_initial_verifier(cfg)
     max_len = input_limit(ver.lm, vcfg.max_len)
-    splits = {s: load_split(cfg, s) for s in ("train", "val")}
-    prompts = {s: {p.id: prompt_ids(tok, p.question) for p in ps} for s, ps in splits.items()}
-    steps_fn = None
-    if vcfg.labels == "process":
-        from gsmv.data.tasks import first_wrong_step, reference_values
-
-        values = {p.id: reference_values(p) for p in splits["train"]}
-        steps_fn = lambda pid, text: first_wrong_step(text, values[pid])  # noqa: E731
-    all_rows = tv.read_samples(paths.samples("train"), prompts["train"], "train", tok.eos_token_id, steps_fn)
+    all_rows, val_rows, refs = tv.read_training_data(cfg, tok)
     rows = choose_rows(all_rows, a.problems, a.mixed, a.per_problem, a.dedupe)
-    val_rows = tv.read_samples(paths.samples("val"), prompts["val"], "val", tok.eos_token_id)
-    refs = None
-    if vcfg.lm_weight > 0 and vcfg.lm_data == "reference":
-        from gsmv.models.tokenizer import encode_solution
-
-        refs = [(p.id, prompts["train"][p.id], encode_solution(tok, p.solution)) for p in splits["train"]]
     examples, n_value, _, _ = tv.build_examples(rows, refs, vcfg, tok, max_len)
     collate = tv.collate_fn(pad_id_of(tok), vcfg.pack_tokens)
     tv.calibrate(ver, examples[:n_value], collate, vcfg.batch_size)

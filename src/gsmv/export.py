@@ -73,12 +73,9 @@ def export(verifier_dir: str | Path, to: str, out: str | Path, card: dict | None
     pad = _safe_pad_id(ver, tok) if to == "seq-cls" else (tok.pad_token_id if tok.pad_token_id is not None
                                                            else tok.eos_token_id)
     config.pad_token_id = pad
-    config.value_bias = bias  # seq-cls: P(correct) = sigmoid(logit + value_bias); token-cls: already in score.bias
     config.gsmv = {"kind": "verifier", "head": ver.head, "target": to, "source": str(verifier_dir)}
-    cls = getattr(transformers, TARGETS[to])
-    model = cls.from_config(config)
-    trunk = model.base_model
-    missing, unexpected = trunk.load_state_dict(ver.lm.base_model.state_dict(), strict=False)
+    model = getattr(transformers, TARGETS[to]).from_config(config)
+    missing, unexpected = model.base_model.load_state_dict(ver.lm.base_model.state_dict(), strict=False)
     if missing or unexpected:
         raise GsmvError(f"export: {verifier_dir}: the trunk does not fit {TARGETS[to]} "
                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
@@ -86,8 +83,8 @@ def export(verifier_dir: str | Path, to: str, out: str | Path, card: dict | None
         model.score.weight.copy_(weight.reshape(1, -1).to(model.score.weight.dtype))
         if model.score.bias is not None:
             model.score.bias.fill_(bias)
-            config.value_bias = 0.0
-    model.config.value_bias = config.value_bias
+    # What a reader adds to the logit for P(correct): the bias, unless the score layer already holds it.
+    model.config.value_bias = 0.0 if model.score.bias is not None else bias
     model.eval()
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)

@@ -10,7 +10,7 @@ import torch
 from gsmv.config import VerifierConfig
 from gsmv.models.verifier import build_verifier
 from gsmv.train import verifier as tv
-from gsmv.train.packing import packed_collate, plain_collate, plan_rows
+from gsmv.train.packing import packed_collate, piece_length, plain_collate, plan_rows
 
 
 def _examples(level: str, process: bool, max_len: int = 40) -> list[dict]:
@@ -44,6 +44,17 @@ def _loss_and_grads(ver, batch, vcfg):
     return loss.detach(), stats, grads
 
 
+def _assert_layouts_agree(ver, tok, examples, vcfg, budget, loss_abs=1e-5):
+    """Loss and every gradient of the packed layout equal the plain layout's; returns both batches' stats."""
+    l0, s0, g0 = _loss_and_grads(ver, plain_collate(tok.pad_token_id)(examples), vcfg)
+    l1, s1, g1 = _loss_and_grads(ver, packed_collate(tok.pad_token_id, budget)(examples), vcfg)
+    assert l1.item() == pytest.approx(l0.item(), abs=loss_abs)
+    assert g0.keys() == g1.keys()
+    for name in g0:
+        torch.testing.assert_close(g1[name], g0[name], atol=1e-5, rtol=1e-4, msg=name)
+    return s0, s1
+
+
 @pytest.mark.parametrize("head", ["token", "linear"])
 @pytest.mark.parametrize("level,process", [("token", False), ("solution", False), ("token", True)])
 @pytest.mark.parametrize("budget", [24, 60, 4096])
@@ -58,24 +69,16 @@ def test_packed_loss_and_gradients_equal_the_plain_layout(tiny_llama_dir, head, 
     plain = plain_collate(tok.pad_token_id)(examples)
     packed = packed_collate(tok.pad_token_id, budget)(examples)
     assert packed["n_tokens"] < plain["attention_mask"].sum() or budget < 40  # questions read once
-    l0, s0, g0 = _loss_and_grads(ver, plain, vcfg)
-    l1, s1, g1 = _loss_and_grads(ver, packed, vcfg)
+    s0, s1 = _assert_layouts_agree(ver, tok, examples, vcfg, budget)
     assert s0["rank_pairs"] == s1["rank_pairs"] > 0 and s0["tokens"] == s1["tokens"]
-    assert l1.item() == pytest.approx(l0.item(), abs=1e-5)
     for key in ("value_loss", "lm_loss", "rank_loss"):
         assert s1[key] == pytest.approx(s0[key], abs=1e-5), key
-    assert g0.keys() == g1.keys()
-    for name in g0:
-        torch.testing.assert_close(g1[name], g0[name], atol=1e-5, rtol=1e-4, msg=name)
 
 
 def test_bce_loss_is_layout_independent(tiny_llama_dir):
     ver, tok = build_verifier(tiny_llama_dir)
     vcfg = VerifierConfig(lm_weight=0.0, loss="bce")
-    examples = _examples("token", False)
-    l0, _, _ = _loss_and_grads(ver, plain_collate(tok.pad_token_id)(examples), vcfg)
-    l1, _, _ = _loss_and_grads(ver, packed_collate(tok.pad_token_id, 64)(examples), vcfg)
-    assert l1.item() == pytest.approx(l0.item(), abs=1e-6)
+    _assert_layouts_agree(ver, tok, _examples("token", False), vcfg, 64, loss_abs=1e-6)
 
 
 def test_rows_fit_the_budget_and_hold_every_example_once():
@@ -84,8 +87,7 @@ def test_rows_fit_the_budget_and_hold_every_example_once():
     seen = sorted(i for row in rows for _, members in row for i in members)
     assert seen == list(range(len(examples)))
     for row in rows:
-        length = sum(examples[m[0]]["prompt_len"] + sum(len(examples[i]["input_ids"]) - examples[i]["prompt_len"]
-                                                        for i in m) for _, m in row)
+        length = sum(piece_length(examples, members) for _, members in row)
         assert length <= 30 or (len(row) == 1 and len(row[0][1]) == 1)  # an example over budget: alone
         for first, members in row:  # one prompt per block
             p = examples[first]["prompt_len"]
@@ -116,9 +118,4 @@ def test_batch_groups_chunk_a_problems_samples():
 def test_packing_equals_the_plain_layout_on_gpt2(tiny_gpt2_dir):
     ver, tok = build_verifier(tiny_gpt2_dir)
     vcfg = VerifierConfig(lm_weight=1.0, loss="mse")
-    examples = _examples("token", False)
-    l0, _, g0 = _loss_and_grads(ver, plain_collate(tok.pad_token_id)(examples), vcfg)
-    l1, _, g1 = _loss_and_grads(ver, packed_collate(tok.pad_token_id, 60)(examples), vcfg)
-    assert l1.item() == pytest.approx(l0.item(), abs=1e-5)
-    for name in g0:
-        torch.testing.assert_close(g1[name], g0[name], atol=1e-5, rtol=1e-4, msg=name)
+    _assert_layouts_agree(ver, tok, _examples("token", False), vcfg, 60)

@@ -79,6 +79,12 @@ def plain_collate(pad_id: int):
     return collate
 
 
+def piece_length(examples: Sequence[dict], members: Sequence[int]) -> int:
+    """Tokens of a piece laid out in a row: the members' shared prompt once, then each member's own tokens."""
+    p = examples[members[0]]["prompt_len"]
+    return p + sum(len(examples[i]["input_ids"]) - p for i in members)
+
+
 def plan_rows(examples: Sequence[dict], budget: int) -> list[list[tuple[int, list[int]]]]:
     """Rows of pieces (block's first example, the examples laid out after its prompt), a pure function of the
     examples' prompts and lengths: blocks of one prompt in order of first appearance, split to fit `budget`,
@@ -118,8 +124,7 @@ def packed_collate(pad_id: int, budget: int, dtype: torch.dtype = torch.float32)
 
     def collate(examples: list[dict]) -> Batch:
         rows = plan_rows(examples, budget)
-        lengths = [sum(examples[m[0]]["prompt_len"] + sum(len(examples[i]["input_ids"]) - examples[i]["prompt_len"]
-                                                          for i in m) for _, m in row) for row in rows]
+        lengths = [sum(piece_length(examples, members) for _, members in row) for row in rows]
         width = max(lengths)
         n = len(rows)
         ids = np.full((n, width), pad_id, dtype=np.int64)

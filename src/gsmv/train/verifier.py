@@ -415,11 +415,45 @@ def verifier_saver(tokenizer: Any, card: dict | None = None):
 # ---------------------------------------------------------------- stage
 
 
+def read_training_data(cfg: RunConfig, tokenizer: Any) -> tuple[list[dict], list[dict], list | None]:
+    """(train rows, val rows, reference LM data) of a run folder, as the stage reads them: read_samples rows of
+    samples/train (process labels' first wrong step when cfg.verifier.labels=process) and samples/val (none when
+    it has no shards), and build_examples' `refs` (problem id, prompt, reference solution ids of every train
+    problem) when the joint LM loss trains on references, else None."""
+    from gsmv.data.tasks import load_split
+
+    vcfg = cfg.verifier
+    paths = RunPaths(cfg.run_dir)
+    problems = {split: load_split(cfg, split) for split in ("train", "val")}
+
+    @functools.cache
+    def prompts_of(split: str) -> dict[str, list[int]]:
+        return {p.id: prompt_ids(tokenizer, p.question) for p in problems[split]}
+
+    steps = None
+    if vcfg.labels == "process":
+        from gsmv.data.tasks import first_wrong_step, reference_values
+
+        values = {p.id: reference_values(p) for p in problems["train"]}
+        steps = lambda pid, text: first_wrong_step(text, values[pid])  # noqa: E731
+    eos = tokenizer.eos_token_id
+    train_rows = read_samples(paths.samples("train"), prompts_of("train"), "train", eos, steps)
+    if not train_rows:
+        raise GsmvError(f"{paths.samples('train')}: no labelled samples (run label first)")
+    val_rows = (read_samples(paths.samples("val"), prompts_of("val"), "val", eos)
+                if list_shards(paths.samples("val")) else [])
+    refs = None
+    if vcfg.lm_weight > 0 and vcfg.lm_data == "reference":
+        from gsmv.models.tokenizer import encode_solution
+
+        prompts = prompts_of("train")
+        refs = [(p.id, prompts[p.id], encode_solution(tokenizer, p.solution)) for p in problems["train"]]
+    return train_rows, val_rows, refs
+
+
 def main(cfg: RunConfig, *, on_step: Callable[[int], None] | None = None) -> dict[str, float]:
     """Train the verifier → run_dir/verifier/final; returns the final validation metrics.
     on_step(step) runs after every optimizer step (tests use it to simulate a crash)."""
-    from gsmv.data.tasks import load_split
-
     vcfg = cfg.verifier
     setup_threads(cfg)
     accelerator = make_accelerator(cfg, vcfg)
@@ -432,30 +466,7 @@ def main(cfg: RunConfig, *, on_step: Callable[[int], None] | None = None) -> dic
     pad_id = pad_id_of(tok)
     max_len = input_limit(ver.lm, vcfg.max_len)
 
-    problems = {split: load_split(cfg, split) for split in ("train", "val")}
-
-    @functools.cache
-    def prompts_of(split: str) -> dict[str, list[int]]:
-        return {p.id: prompt_ids(tok, p.question) for p in problems[split]}
-
-    steps = None
-    if vcfg.labels == "process":
-        from gsmv.data.tasks import first_wrong_step, reference_values
-
-        values = {p.id: reference_values(p) for p in problems["train"]}
-        steps = lambda pid, text: first_wrong_step(text, values[pid])  # noqa: E731
-    train_rows = read_samples(paths.samples("train"), prompts_of("train"), "train", tok.eos_token_id, steps)
-    if not train_rows:
-        raise GsmvError(f"{paths.samples('train')}: no labelled samples (run label first)")
-    val_rows = (read_samples(paths.samples("val"), prompts_of("val"), "val", tok.eos_token_id)
-                if list_shards(paths.samples("val")) else [])
-
-    refs = None
-    if vcfg.lm_weight > 0 and vcfg.lm_data == "reference":
-        from gsmv.models.tokenizer import encode_solution
-
-        prompts = prompts_of("train")
-        refs = [(p.id, prompts[p.id], encode_solution(tok, p.solution)) for p in problems["train"]]
+    train_rows, val_rows, refs = read_training_data(cfg, tok)
     train_ex, n_value, n_cut, n_wrong_steps = build_examples(train_rows, refs, vcfg, tok, max_len)
     lm_on_samples = vcfg.lm_weight > 0 and vcfg.lm_data == "samples"
     val_ex = [make_example(r["prompt"], r["tokens"], r["label"], max_len=max_len, level=vcfg.level,
