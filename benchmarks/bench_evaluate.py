@@ -18,18 +18,19 @@ import numpy as np
 import pyarrow as pa
 
 from gsmv import evaluate as E
+from gsmv.run_data import EvalData
 
 
-def synthetic(P: int, n: int, seed: int = 0) -> E.EvalData:
+def synthetic(P: int, n: int, seed: int = 0) -> EvalData:
     rng = np.random.default_rng(seed)
     correct = rng.random((P, n)) < rng.random((P, 1))
     scores = 0.7 * rng.random((P, n)) + 0.3 * correct
     wrong = rng.integers(0, 6, size=(P, n))
     answers = [[("ok" if correct[p, j] else str(wrong[p, j])) if rng.random() > 0.05 or correct[p, j] else None
                 for j in range(n)] for p in range(P)]
-    return E.EvalData(problems=[], n=n, correct=correct, answers=answers, scores=scores,
-                      greedy_correct=correct[:, 0], samples=pa.table({"x": [0]}), sample_rows=np.zeros((P, n), int),
-                      score_table=None, score_rows=None, greedy=None, greedy_rows=None)
+    return EvalData(problems=[], n=n, correct=correct, answers=answers, scores=scores,
+                    greedy_correct=correct[:, 0], samples=pa.table({"x": [0]}), sample_rows=np.zeros((P, n), int),
+                    score_table=None, score_rows=None, greedy=None, greedy_rows=None)
 
 
 def best(fn, repeat: int) -> float:

@@ -28,7 +28,7 @@ def test_smoke_pipeline_on_two_cpu_processes(tmp_path):
     assert all(rec["status"] == "done" for rec in manifest["stages"].values())
     # Both ranks sampled and scored: every problem of every split is there exactly once per sample index.
     for folder, n in (("samples/test", 8), ("scores/test", 8), ("samples/train", 4)):
-        rows = read_shards(run_dir / folder, columns=["problem_id", "sample_idx"]).to_pylist()
+        rows = read_shards(run_dir / folder, columns=["problem_id", "sample_idx"]).table.to_pylist()
         keys = [(r["problem_id"], r["sample_idx"]) for r in rows]
         assert len(keys) == len(set(keys))
         assert {k[1] for k in keys} == set(range(n))

@@ -106,8 +106,8 @@ def test_smoke_pipeline_resumes_after_sigkill_to_the_same_results(tmp_path):
     # Stronger than the summary numbers: every sample and every verifier score is the same.
     assert "budget" in results_without_timing(run_dir)
     for folder in ("samples/train", "samples/val", "samples/test", "samples/test_greedy", "scores/test", "search"):
-        a = read_shards(run_dir / folder).to_pylist()
-        b = read_shards(killed / "smoke" / folder).to_pylist()
+        a = read_shards(run_dir / folder).table.to_pylist()
+        b = read_shards(killed / "smoke" / folder).table.to_pylist()
         assert a == b, folder
     # Nothing half-written: every shard reads, and no temporary file is left in the run folder.
     for shard in (killed / "smoke").rglob("shard-*.parquet"):

@@ -19,7 +19,9 @@ import pytest
 from tiny_overrides import TINY_OVERRIDES
 
 from gsmv import cli, pipeline
-from gsmv.config import load_config
+from gsmv import stages as stage_list
+from gsmv.config import check_for_stages, load_config
+from gsmv.errors import GsmvError
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_DATA = ROOT / "tests" / "assets" / "tiny_gsm8k"
@@ -139,7 +141,7 @@ def test_stage_command_after_damage_stops_with_a_fix_that_works(runs, capsys):
     assert ran(out) == {"score", "evaluate"}
     assert (runs / "t" / "scores/test/shard-00001.parquet").is_file()
     assert {k: v["status"] for k, v in stages(runs / "t").items() if k != "report"} == \
-        dict.fromkeys(pipeline.enabled_stages(load_config("smoke", OVERRIDES))[:-1], "done")
+        dict.fromkeys(stage_list.enabled_stages(load_config("smoke", OVERRIDES))[:-1], "done")
     # The report that read the old scores is not done any more: the next run makes it again.
     rc, out, err = gsmv(capsys, "run", *args(runs))
     assert rc == 0 and ran(out) == {"report"} and all_done(runs / "t")
@@ -247,7 +249,7 @@ def test_plot_temp_names_are_unique(tmp_path):
 def test_stage_hashes_hold_no_paths():
     a = load_config("smoke", ["out_dir=/a", "name=x"])
     b = load_config("smoke", ["out_dir=/elsewhere/b", "name=y", "reuse_from=/some/run"])
-    assert pipeline.stage_hashes(a) == pipeline.stage_hashes(b)
+    assert stage_list.stage_hashes(a) == stage_list.stage_hashes(b)
 
 
 def test_renamed_run_folder_resumes_with_every_stage_skipped(runs, capsys):
@@ -322,9 +324,13 @@ def test_bad_config_stops_before_anything_is_written(tmp_path, capsys, override,
     assert not (tmp_path / "runs").exists()
 
 
-def test_preflight_checks_only_the_selected_stages():
+def test_stage_checks_apply_only_to_the_selected_stages():
     cfg = load_config("smoke", ["sample.n_test=0", "verifier.lr=-1"])
-    pipeline.preflight(cfg, ["finetune", "sample-train"])
+    check_for_stages(cfg, ["finetune", "sample-train"])  # neither reads those keys
+    with pytest.raises(GsmvError, match="'sample.n_test' is 0: it must be > 0"):
+        check_for_stages(cfg, ["sample-test"])
+    with pytest.raises(GsmvError, match="'verifier.lr' is -1.0: it must be >= 0"):
+        check_for_stages(cfg, ["train-verifier"])
 
 
 @pytest.mark.parametrize("split", ["train", "test"])

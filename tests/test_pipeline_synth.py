@@ -34,7 +34,7 @@ def test_smoke_synth_runs_end_to_end_and_reports_step_truth(smoke_synth_run, tmp
     events = [json.loads(x) for x in (tmp_path / "process" / "metrics.jsonl").read_text().splitlines()]
     data = next(e for e in events if e.get("stage") == "train-verifier" and e.get("event") == "data")
     assert data["labels"] == "process" and data["lm_data"] == "reference" and data["lm_examples"] > 0
-    texts = read_shards(run / "samples" / "train").column("text").to_pylist()
+    texts = read_shards(run / "samples" / "train").table.column("text").to_pylist()
     assert data["samples_with_wrong_steps"] > 0 and data["samples_with_wrong_steps"] <= len(texts)
 
 
@@ -47,7 +47,7 @@ def test_value_guided_search_stage_resumes_and_is_compared_at_equal_budget(smoke
     assert cli.main(["search", *args, *search]) == 0
     shards = sorted((run / "search").glob("shard-*.parquet"))
     assert len(shards) == 2
-    table = read_shards(run / "search")
+    table = read_shards(run / "search").table
     assert table.num_rows == 6 * 2 and sorted(set(table.column("beams").to_pylist())) == [1, 2]
     assert all(g >= n for g, n in zip(table.column("generated_tokens").to_pylist(),
                                       table.column("n_tokens").to_pylist(), strict=True))
@@ -55,11 +55,11 @@ def test_value_guided_search_stage_resumes_and_is_compared_at_equal_budget(smoke
     assert done["problems"] == 6 and done["expansions"] == 2 and done["beams"] == [1, 2]
     # A killed search resumes: a lost shard is searched again, identically (seeds are per problem and step).
     before = shards[1].read_bytes()
-    rows_before = read_shards(run / "search").to_pylist()
+    rows_before = read_shards(run / "search").table.to_pylist()
     shards[1].unlink()
     (run / "search" / "done.json").unlink()
     assert cli.main(["search", *args, *search]) == 0
-    assert read_shards(run / "search").to_pylist() == rows_before
+    assert read_shards(run / "search").table.to_pylist() == rows_before
     assert shards[1].read_bytes() == before
     # evaluate adds the equal-budget comparison on the searched problems, only with the settings the search
     # ran with (another config's search is left out, never compared).

@@ -51,7 +51,7 @@ def test_shards_schema_and_order(run):
     assert [p.name for p in shards] == [shard_path(paths.samples("test"), i).name for i in range(3)]
     assert summary["shards"] == 3 and summary["samples_here"] == 60
     problems = load_split(cfg, "test")
-    t = read_shards(paths.samples("test"))
+    t = read_shards(paths.samples("test")).table
     assert t.schema.equals(sample.SAMPLE_SCHEMA)
     assert pq.read_table(shards[2]).num_rows == 4 * 3  # 20 problems: 8 + 8 + 4
     want = [(p.id, j) for p in problems for j in range(3)]
@@ -89,14 +89,14 @@ def test_rerun_regenerates_only_missing_shards_identically(run):
 def test_greedy_split_is_one_sample_at_temperature_zero(run):
     cfg, paths = run
     sample.main(cfg, "test_greedy")
-    t = read_shards(paths.samples("test_greedy"))
+    t = read_shards(paths.samples("test_greedy")).table
     assert t.num_rows == 20 and set(t.column("sample_idx").to_pylist()) == {0}
     cfg.sample.seed = 12345  # greedy ignores the seed
     first = t.column("tokens").to_pylist()
     for p in list_shards(paths.samples("test_greedy")):
         p.unlink()
     sample.main(cfg, "test_greedy")
-    assert read_shards(paths.samples("test_greedy")).column("tokens").to_pylist() == first
+    assert read_shards(paths.samples("test_greedy")).table.column("tokens").to_pylist() == first
 
 
 def test_prompt_that_does_not_fit_the_context_stops_before_sampling(run):
@@ -110,7 +110,7 @@ def test_prompt_that_does_not_fit_the_context_stops_before_sampling(run):
     assert not list_shards(paths.samples("test"))
     cfg.sample.max_new_tokens = 24
     sample.main(cfg, "test")  # fits: samples as before
-    assert read_shards(paths.samples("test")).num_rows == 60
+    assert read_shards(paths.samples("test")).table.num_rows == 60
 
 
 def test_bad_split_and_missing_generator(tiny_cfg):
@@ -134,7 +134,7 @@ sample.main(cfg, "test")
 def test_two_processes_write_the_same_shards(run, tmp_path):
     cfg, paths = run
     sample.main(cfg, "test")
-    one = read_shards(paths.samples("test"))
+    one = read_shards(paths.samples("test")).table
     two_root = tmp_path / "two"
     (two_root / "generator").mkdir(parents=True)
     os.symlink(paths.generator_final, two_root / "generator" / "final")
@@ -149,7 +149,7 @@ def test_two_processes_write_the_same_shards(run, tmp_path):
          str(root / "configs/accelerate/cpu_ddp.yaml"), "--main_process_port", "0", str(script), *overrides],
         capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300, cwd=root)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    two = read_shards(two_root / "samples" / "test")
+    two = read_shards(two_root / "samples" / "test").table
     # rank 0 sampled shards 0 and 2 (metrics come from the main process)
     assert [r["shards"] for r in read_metrics(two_root / "metrics.jsonl", "sample")] == [2]
     assert two.equals(one)

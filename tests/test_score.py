@@ -43,7 +43,7 @@ def test_score_shards_mirror_samples_and_match_the_model(scored_run):
     cfg, paths, rows = scored_run
     score.main(cfg, "test")
     assert [p.name for p in list_shards(paths.scores("test"))] == [p.name for p in list_shards(paths.samples("test"))]
-    t = read_shards(paths.scores("test"))
+    t = read_shards(paths.scores("test")).table
     assert t.schema.field("score").type == pa.float32()
     assert t.schema.field("token_values").type == pa.list_(pa.float32())
     assert t.column("problem_id").to_pylist() == [r["problem_id"] for r in rows]
@@ -105,7 +105,7 @@ score.main(cfg, "test")
 def test_two_processes_give_the_same_scores(scored_run, tmp_path):
     cfg, paths, _ = scored_run
     score.main(cfg, "test")
-    one = read_shards(paths.scores("test"))
+    one = read_shards(paths.scores("test")).table
     # Same run folder contents, scored by two ranks.
     two_root = tmp_path / "two"
     for sub in ("verifier", "samples"):
@@ -123,7 +123,7 @@ def test_two_processes_give_the_same_scores(scored_run, tmp_path):
          str(root / "configs/accelerate/cpu_ddp.yaml"), "--main_process_port", "0", str(script), *overrides],
         capture_output=True, text=True, env=env, timeout=300, cwd=root)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    two = read_shards(two_root / "scores" / "test")
+    two = read_shards(two_root / "scores" / "test").table
     # Rank 0 scored shards 0 and 2 only: the work was really split.
     assert [r["shards"] for r in read_metrics(two_root / "metrics.jsonl", "score")] == [2]
     assert two.column("problem_id").equals(one.column("problem_id"))

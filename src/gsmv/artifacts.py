@@ -6,16 +6,20 @@ so a killed process never leaves a half-written artifact behind.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -38,17 +42,63 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(path)
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _tmp_path(path)
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def _in_temp(name: str | bytes | int) -> bool:
+    """Whether a path is (inside) the temporary name of an atomic write: .NAME.XXXX.tmp, .final.tmp/ ..."""
+    return isinstance(name, str) and any(p.startswith(".") and p.endswith(".tmp") for p in Path(name).parts)
+
+
+def write_error(e: BaseException, path: Path) -> OSError | None:
+    """`e`, raised while writing `path`, as an OSError naming `path`; None when it is not a file-system error or
+    already names a real file (e.g. a folder that could not be made).
+
+    A write that fails on a full disk raises an OSError with no file name (pyarrow's says "Error writing bytes
+    to file. Detail: [errno 28] ..."), safetensors (save_pretrained) a SafetensorError "... (os error 28)", and
+    an error naming a temporary file names a file the user never sees: each becomes "path: <the errno's text>".
+    """
+    if isinstance(e, OSError):
+        if e.filename is not None and not _in_temp(e.filename):
+            return None
+        code = e.errno
+        reason = os.strerror(code) if code else (e.strerror or str(e))
+    elif type(e).__name__ == "SafetensorError":
+        m = re.search(r"\(os error (\d+)\)", str(e))
+        if m is None:
+            return None
+        code = int(m.group(1))
+        reason = os.strerror(code)
+    elif isinstance(e, RuntimeError) and ("PytorchStreamWriter" in str(e) or "inline_container" in str(e)):
+        # torch.save (optimizer and scheduler state of a checkpoint) gives no errno when a write fails.
+        code = errno.EIO
+        reason = f"write failed, the disk may be full (torch.save: {str(e).splitlines()[0][:100]})"
+    else:
+        return None
+    return OSError(code, reason, str(path))
+
+
+@contextmanager
+def writing(path: str | Path) -> Iterator[None]:
+    """A file-system error in the block, which writes `path`, is raised naming `path` (see write_error)."""
+    try:
+        yield
+    except Exception as e:
+        err = write_error(e, Path(path))
+        if err is None:
+            raise
+        raise err from e
 
 
 def os_error_message(e: OSError) -> str:
@@ -102,13 +152,14 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, str, Any]]:
 def write_parquet(path: str | Path, table: pa.Table) -> None:
     """Write a Parquet file atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(path)
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _tmp_path(path)
+        try:
+            pq.write_table(table, tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 def shard_path(folder: str | Path, index: int) -> Path:
@@ -122,18 +173,99 @@ def list_shards(folder: str | Path) -> list[Path]:
     return sorted(p for p in folder.glob("shard-*.parquet"))
 
 
-def read_shards(folder: str | Path, columns: list[str] | None = None) -> pa.Table:
-    """Concatenate all shards of a folder (in shard order)."""
-    shards = list_shards(folder)
-    if not shards:
+# What is wrong with a finished stage's output: (what to delete so that the stage makes it again, or None when
+# there is nothing to delete; a one-line reason). Each stage module checks the files it writes.
+Damage = tuple[Path | None, str]
+
+
+def parquet_rows(path: Path) -> int | None:
+    """The row count in a Parquet file's footer (cheap: the data is not read); None if it is not readable."""
+    try:
+        return pq.read_metadata(path).num_rows
+    except Exception:  # noqa: BLE001 - pyarrow raises several types for a bad file
+        return None
+
+
+def listed_shards(folder: Path) -> list[Path]:
+    """The shards a finished shard folder holds: its done.json's count, else whatever is there."""
+    info = read_json_or_none(folder / "done.json")
+    if isinstance(info, dict) and isinstance(info.get("shards"), int):
+        return [shard_path(folder, i) for i in range(info["shards"])]
+    return list_shards(folder)
+
+
+def check_files(files: list[Path]) -> list[Damage]:
+    """Every file exists, and a .json one holds an object (the check of stages with no check of their own)."""
+    out: list[Damage] = []
+    for p in files:
+        if not p.exists():
+            out.append((None, f"{p} is missing"))
+        elif p.suffix == ".json" and not isinstance(read_json_or_none(p), dict):
+            out.append((p, f"{p} is not a JSON object"))
+    return out
+
+
+def safetensors_ok(path: Path) -> bool:
+    """The header parses and the file is as long as the header says (a truncated copy is not)."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if n > size:
+                return False
+            header = json.loads(f.read(n))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        return size == 8 + n + end
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
+        return False
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+def shard_columns(path: str | Path) -> list[str]:
+    """The column names of a Parquet shard (its footer only); a one-line GsmvError when it is not readable."""
+    try:
+        return pq.read_schema(path).names
+    except Exception as e:  # noqa: BLE001 - pyarrow raises many types for a bad file
+        raise GsmvError(f"{path}: unreadable Parquet shard ({_first_line(e)})") from None
+
+
+def read_shard(path: str | Path, columns: Sequence[str] | None = None, optional: Sequence[str] = ()) -> pa.Table:
+    """One shard's `columns` (every column when None) and whichever of `optional` it has, in that order.
+
+    The one reader of shard files: a bad file or a missing column of `columns` is a one-line GsmvError naming
+    the file."""
+    names = shard_columns(path)
+    if columns is not None:
+        missing = [c for c in columns if c not in names]
+        if missing:
+            raise GsmvError(f"{path}: missing column(s) {', '.join(missing)}")
+        columns = [*columns, *[c for c in optional if c in names and c not in columns]]
+    try:
+        return pq.read_table(path, columns=columns)
+    except Exception as e:  # noqa: BLE001 - pyarrow raises many types for a bad file
+        raise GsmvError(f"{path}: unreadable Parquet shard ({_first_line(e)})") from None
+
+
+@dataclass
+class Shards:
+    """A shard folder read as one table (the shards concatenated in order); row r came from paths[shard_of[r]]."""
+
+    table: pa.Table
+    paths: list[Path]
+    shard_of: np.ndarray  # int64, one per row
+
+
+def read_shards(folder: str | Path, columns: Sequence[str] | None = None, optional: Sequence[str] = ()) -> Shards:
+    """Every shard of a folder, read with read_shard; a GsmvError when the folder has none."""
+    paths = list_shards(folder)
+    if not paths:
         raise GsmvError(f"{folder}: no shard-*.parquet files (has this stage run?)")
-    tables = []
-    for p in shards:
-        try:
-            tables.append(pq.read_table(p, columns=columns))
-        except Exception as e:  # noqa: BLE001 - pyarrow raises many types for a bad file
-            raise GsmvError(f"{p}: unreadable Parquet shard ({e})") from None
-    return pa.concat_tables(tables, promote_options="default")
+    tables = [read_shard(p, columns, optional) for p in paths]
+    shard_of = np.repeat(np.arange(len(paths), dtype=np.int64), [t.num_rows for t in tables])
+    return Shards(pa.concat_tables(tables, promote_options="default"), paths, shard_of)
 
 
 def replace_dir(tmp: Path, dest: Path) -> None:
@@ -141,7 +273,11 @@ def replace_dir(tmp: Path, dest: Path) -> None:
     if dest.exists():
         old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
         os.replace(dest, old)
-        os.replace(tmp, dest)
+        try:
+            os.replace(tmp, dest)
+        except OSError:
+            os.replace(old, dest)  # put it back: left as .NAME.old-PID, the next run would delete it
+            raise
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, dest)
@@ -151,14 +287,15 @@ def replace_dir(tmp: Path, dest: Path) -> None:
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temporary folder that replaces `path` only when the block finishes."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        yield tmp
-        replace_dir(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        try:
+            yield tmp
+            replace_dir(tmp, path)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
 
 
 class MetricsLog:
@@ -174,7 +311,7 @@ class MetricsLog:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         rec = {"stage": self.stage, "time": round(time.time(), 3), **record}
-        with open(self.path, "a") as f:
+        with writing(self.path), open(self.path, "a") as f:
             f.write(json.dumps(rec) + "\n")
             f.flush()
 
@@ -193,6 +330,10 @@ def read_metrics(path: str | Path, stage: str | None = None) -> list[dict]:
         if stage is None or rec.get("stage") == stage:
             out.append(rec)
     return out
+
+
+# The problem split whose problems each sample split holds (test_greedy: the test problems, sampled at T=0).
+REFERENCE_SPLIT = {"train": "train", "val": "val", "test": "test", "test_greedy": "test"}
 
 
 class RunPaths:

@@ -37,7 +37,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from gsmv.pipeline import STAGE_NAMES
+    from gsmv.stages import STAGE_NAMES
 
     parser = argparse.ArgumentParser(prog="gsmv", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _print_results(cfg) -> None:
     from gsmv.artifacts import RunPaths, read_json
-    from gsmv.evaluate import format_table
+    from gsmv.formatting import format_table
 
     paths = RunPaths(cfg.run_dir)
     if paths.results.exists():
@@ -136,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
             _export(args)
             return 0
         if args.command == "evaluate" and args.reference:
-            from gsmv.evaluate import evaluate_reference, format_table
+            from gsmv.evaluate import evaluate_reference
+            from gsmv.formatting import format_table
 
             print(format_table(evaluate_reference(args.reference)))
             return 0

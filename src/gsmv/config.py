@@ -3,13 +3,16 @@
 YAML presets and dotted command-line overrides are merged onto the dataclass
 schema with OmegaConf, which rejects unknown keys and wrong types; we turn its
 errors into one line that names the key and the valid choices.
+
+What a result depends on is read from the fields themselves (`hash_dict`): a field is in every hash unless
+its metadata says otherwise (`speed_only`, `cadence`, `added_later`), so no stage keeps its own list of keys.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,23 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 
 from gsmv.data.synth import SynthSettings
 from gsmv.errors import GsmvError
+
+
+def speed_only(default: Any) -> Any:
+    """A field that changes speed or memory, never results: in no hash (a run folder keeps its outputs)."""
+    return field(default=default, metadata={"hash": "never"})
+
+
+def cadence(default: Any) -> Any:
+    """How often a trainer logs, validates or checkpoints: not in the training hash, so an interrupted run may
+    resume with another value; in the stage hash, as it always was (runs made before keep their hashes)."""
+    return field(default=default, metadata={"hash": "stage"})
+
+
+def added_later(default: Any) -> Any:
+    """A field added after runs were made, whose default means "as before": left out of the hashes while it
+    keeps that default, so those runs keep their stage hashes."""
+    return field(default=default, metadata={"as_before": default})
 
 
 @dataclass
@@ -80,10 +100,10 @@ class TrainConfig:
     max_len: int = 384  # question + solution tokens; longer examples are truncated
     dropout: float = 0.0  # residual dropout on attention and MLP branch outputs
     seed: int = 0
-    log_every: int = 20
-    eval_every: int = 0  # steps between validation passes (0 = once per epoch)
-    save_every: int = 200  # steps between resumable checkpoints (0 = epoch ends only)
-    keep_checkpoints: int = 2
+    log_every: int = cadence(20)
+    eval_every: int = cadence(0)  # steps between validation passes (0 = once per epoch)
+    save_every: int = cadence(200)  # steps between resumable checkpoints (0 = epoch ends only)
+    keep_checkpoints: int = cadence(2)
 
 
 @dataclass
@@ -104,14 +124,15 @@ class SampleConfig:
     temperature: float = 0.7
     top_p: float = 1.0
     max_new_tokens: int = 256
-    # Rows decoded together (speed only: not in the stage hash). 1024 rather than 256: each step's weight matmuls
-    # and per-op overheads are shared by 4x the rows (BENCHMARKS.md, bench_sample_stage.py).
-    batch_size: int = 1024
+    # Rows decoded together. 1024 rather than 256: each step's weight matmuls and per-op overheads are shared by
+    # 4x the rows (BENCHMARKS.md, bench_sample_stage.py). Samples are seeded per problem and sample, so it does
+    # not change them.
+    batch_size: int = speed_only(1024)
     problems_per_shard: int = 64
     calculator: bool = True
     seed: int = 0
     # vLLM only
-    gpu_memory_utilization: float = 0.85
+    gpu_memory_utilization: float = speed_only(0.85)
 
 
 @dataclass
@@ -135,7 +156,7 @@ class VerifierConfig(TrainConfig):
     # final values (what best-of-N ranks by). Batches then hold whole problems' samples (no length bucketing).
     # The paper's losses teach the verifier which problems are hard as much as which sample is right; this one
     # rewards only the second. 0 (default) = the paper.
-    rank_weight: float = 0.0
+    rank_weight: float = added_later(0.0)
     # generator (paper, Appendix E: "we initialize our verifiers from their corresponding generators") |
     # base: cfg.model.name (a hub model or folder; for from-scratch presets a fresh random model) |
     # a model folder (e.g. another run's generator/final): a verifier of another size than the generator, as in
@@ -147,10 +168,10 @@ class VerifierConfig(TrainConfig):
     value_token: str = "<|value|>"
     # Beyond the paper: a batch holds up to this many samples of each problem it draws, laid out together
     # (0 = examples shuffled one by one). With packing, one problem's samples read its question once.
-    group_samples: int = 0
-    # Speed only (not hashed): shared-prompt packing (gsmv.train.packing) into rows of at most this many
-    # tokens; 0 = one example a row, padded (for models whose attention takes no 4D mask). Same losses.
-    pack_tokens: int = 512
+    group_samples: int = added_later(0)
+    # Shared-prompt packing (gsmv.train.packing) into rows of at most this many tokens; 0 = one example a row,
+    # padded (for models whose attention takes no 4D mask). Same losses, so speed only.
+    pack_tokens: int = speed_only(512)
 
 
 @dataclass
@@ -163,7 +184,8 @@ class ScoreConfig:
 class SearchConfig:
     """Value-guided step-level search at test time (gsmv.search), run for each beam count in `beams`."""
 
-    enabled: bool = False
+    # Whether `gsmv run` runs the stage, not what it computes (`gsmv search` runs it either way): in no hash.
+    enabled: bool = speed_only(False)
     beams: list[int] = field(default_factory=lambda: [1, 2, 4])  # K values to compare
     expansions: int = 4  # M: next lines per open beam (K·M from the empty solution)
     max_steps: int = 12  # solution lines at most
@@ -174,7 +196,7 @@ class SearchConfig:
     seed: int = 0
     problems: int = 0  # the first P test problems (0 = all): search costs more per problem than sampling
     problems_per_shard: int = 16
-    batch_size: int = 256  # sampler rows decoded together (speed only)
+    batch_size: int = speed_only(256)  # sampler rows decoded together
 
 
 @dataclass
@@ -259,7 +281,13 @@ def _key_error(schema: Any, full_key: str) -> GsmvError:
 MAX_SYNTH_PROBLEMS = 5_000_000
 
 
+def _fail(key: str, value: Any, must: str) -> GsmvError:
+    return GsmvError(f"config key '{key}' is {value}: it must be {must}")
+
+
 def _check(cfg: RunConfig) -> None:
+    """Every check of a loaded config that holds whatever stages run, one section at a time (the checks that
+    depend on which stages run are check_for_stages')."""
     for key, choices in CHOICES.items():
         obj: Any = cfg
         for p in key.split("."):
@@ -276,7 +304,15 @@ def _check(cfg: RunConfig) -> None:
             raise GsmvError(f"config key '{key}' must be > 0")
     if cfg.threads < 0:
         raise GsmvError(f"config key 'threads' is {cfg.threads}: must be >= 0 (0 = torch's default)")
-    sy = cfg.data.synth
+    _check_synth(cfg.data.synth)
+    _check_verifier(cfg.verifier, cfg.data.source)
+    _check_sampling(cfg.sample, cfg.search)
+    for sect in ("finetune", "verifier"):
+        if not 0.0 <= getattr(cfg, sect).dropout < 1.0:
+            raise GsmvError(f"config key '{sect}.dropout' must be in [0, 1)")
+
+
+def _check_synth(sy: SynthConfig) -> None:
     for key in ("train_size", "test_size", "min_steps", "max_steps", "max_number", "max_factor"):
         if getattr(sy, key) <= 0:
             raise GsmvError(f"config key 'data.synth.{key}' must be > 0")
@@ -299,32 +335,54 @@ def _check(cfg: RunConfig) -> None:
     for key in ("p_combine", "p_pack"):
         if not 0.0 <= getattr(sy, key) <= 1.0:
             raise GsmvError(f"config key 'data.synth.{key}' must be in [0, 1]")
-    if not str(cfg.verifier.init).strip():
+
+
+def _check_verifier(v: VerifierConfig, source: str) -> None:
+    if not str(v.init).strip():
         raise GsmvError("config key 'verifier.init' is empty: use generator, base or a model folder")
-    if cfg.verifier.lm_ratio < 0:
+    if v.lm_ratio < 0:
         raise GsmvError("config key 'verifier.lm_ratio' must be >= 0")
     for key in ("group_samples", "pack_tokens"):
-        if getattr(cfg.verifier, key) < 0:
+        if getattr(v, key) < 0:
             raise GsmvError(f"config key 'verifier.{key}' must be >= 0 (0 = off)")
-    if cfg.verifier.rank_weight < 0:
+    if v.rank_weight < 0:
         raise GsmvError("config key 'verifier.rank_weight' must be >= 0 (0 = no ranking loss, the paper)")
-    if cfg.verifier.labels == "process" and cfg.data.source != "synth":
+    if v.labels == "process" and source != "synth":
         raise GsmvError("config key 'verifier.labels' is 'process': step-level labels need a task with "
                         "step-level truth (data.source=synth)")
-    beams = list(cfg.search.beams)
+
+
+def _check_sampling(sample: SampleConfig, search: SearchConfig) -> None:
+    beams = list(search.beams)
     if not beams or any(k <= 0 for k in beams) or len(set(beams)) != len(beams):
         raise GsmvError(f"config key 'search.beams' is {beams}: it must list distinct beam counts > 0")
-    if cfg.search.problems < 0:
+    if search.problems < 0:
         raise GsmvError("config key 'search.problems' must be >= 0 (0 = every test problem)")
-    if cfg.search.temperature < 0 or not 0.0 < cfg.search.top_p <= 1.0:
+    if search.temperature < 0 or not 0.0 < search.top_p <= 1.0:
         raise GsmvError("config keys 'search.temperature' >= 0 and 'search.top_p' in (0, 1] are required")
-    if cfg.sample.temperature < 0:
+    if sample.temperature < 0:
         raise GsmvError("config key 'sample.temperature' must be >= 0")
-    if not 0.0 < cfg.sample.top_p <= 1.0:
+    if not 0.0 < sample.top_p <= 1.0:
         raise GsmvError("config key 'sample.top_p' must be in (0, 1]")
-    for sect in ("finetune", "verifier"):
-        if not 0.0 <= getattr(cfg, sect).dropout < 1.0:
-            raise GsmvError(f"config key '{sect}.dropout' must be in [0, 1)")
+
+
+def check_for_stages(cfg: RunConfig, names: list[str]) -> None:
+    """Values that are wrong only for some stages (they would fail once an earlier stage has spent its time, or
+    train nothing), checked for the stages about to run before anything is written."""
+    sel = set(names)
+    for sect, stage in (("finetune", "finetune"), ("verifier", "train-verifier")):
+        if stage in sel:
+            t = getattr(cfg, sect)
+            for key, wrong, must in (("epochs", t.epochs <= 0, "> 0"), ("lr", t.lr < 0, ">= 0"),
+                                     ("max_len", t.max_len <= 0, "> 0")):
+                if wrong:
+                    raise _fail(f"{sect}.{key}", getattr(t, key), must)
+    if "score" in sel and cfg.verifier.max_len <= 0:  # the score stage cuts inputs at verifier.max_len
+        raise _fail("verifier.max_len", cfg.verifier.max_len, "> 0")
+    if "sample-train" in sel and cfg.sample.n_train <= 0:
+        raise _fail("sample.n_train", cfg.sample.n_train, "> 0")
+    if sel & {"sample-test", "score", "evaluate"} and cfg.sample.n_test <= 0:
+        raise _fail("sample.n_test", cfg.sample.n_test, "> 0")
 
 
 def resolve_preset(path_or_name: str) -> Path:
@@ -392,17 +450,20 @@ def to_yaml(cfg: RunConfig) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
 
 
-# Keys added after runs were made, with the default that means "as before": left out of the hashes while they
-# keep it, so those runs keep their stage hashes (and `gsmv report` on them does not redo their stages).
-LATER_KEYS: dict[str, Any] = {"rank_weight": 0.0, "group_samples": 0}
-# Fields that change speed but not results: never in a hash.
-SPEED_KEYS = ("pack_tokens",)
-
-
-def hash_dict(section: Any) -> dict:
-    """to_dict(section) without the LATER_KEYS that keep their default: what a stage hash sees of it."""
-    return {k: v for k, v in to_dict(section).items()
-            if k not in SPEED_KEYS and (k not in LATER_KEYS or LATER_KEYS[k] != v)}
+def hash_dict(section: Any, training: bool = False) -> dict:
+    """What a stage hash (or, with `training`, a trainer's resume hash) sees of a config section: to_dict(section)
+    without its speed_only fields, its added_later fields that keep their default, and for training its cadence
+    fields. The one definition of which keys a result depends on."""
+    values = to_dict(section)
+    out = {}
+    for f in fields(section):
+        hashed = f.metadata.get("hash", "always")
+        if hashed == "never" or (training and hashed == "stage"):
+            continue
+        if "as_before" in f.metadata and values[f.name] == f.metadata["as_before"]:
+            continue
+        out[f.name] = values[f.name]
+    return out
 
 
 def config_hash(*parts: Any) -> str:

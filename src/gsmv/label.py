@@ -23,15 +23,19 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from gsmv.artifacts import RunPaths, atomic_write_json, list_shards, write_parquet
+from gsmv.artifacts import (
+    REFERENCE_SPLIT,
+    RunPaths,
+    atomic_write_json,
+    list_shards,
+    read_shard,
+    write_parquet,
+)
 from gsmv.config import RunConfig
 from gsmv.errors import GsmvError
 
 SPLITS = ("train", "val", "test", "test_greedy")
-# Which problem split holds the references of a sample split.
-REFERENCE_SPLIT = {"train": "train", "val": "val", "test": "test", "test_greedy": "test"}
 LABEL_COLUMNS = ("problem_id", "text", "is_correct", "final_answer")
 
 
@@ -45,17 +49,6 @@ class GradedShard:
     final_answers: list[str | None] | None = None  # re-extracted, so votes and labels never disagree
 
 
-def read_columns(path: Path, columns: tuple[str, ...]) -> pa.Table:
-    try:
-        schema = pq.read_schema(path)
-    except Exception as e:  # noqa: BLE001 - pyarrow raises many types for a bad file
-        raise GsmvError(f"{path}: unreadable Parquet shard ({e})") from None
-    missing = [c for c in columns if c not in schema.names]
-    if missing:
-        raise GsmvError(f"{path}: missing column(s) {', '.join(missing)} (not a sample shard?)")
-    return pq.read_table(path, columns=list(columns))
-
-
 def grade_shard(path: Path, answers: dict[str, str], split: str,
                 values: dict[str, frozenset[str]] | None = None) -> GradedShard:
     """Grade one sample shard; GsmvError naming the file and row for an unknown problem id.
@@ -63,7 +56,7 @@ def grade_shard(path: Path, answers: dict[str, str], split: str,
     from gsmv.data.answers import extract_answer, is_correct
     from gsmv.data.tasks import first_wrong_step
 
-    t = read_columns(path, LABEL_COLUMNS)
+    t = read_shard(path, LABEL_COLUMNS)
     pids = t.column("problem_id").to_pylist()
     texts = t.column("text").to_pylist()
     old = t.column("is_correct").to_pylist()
@@ -86,7 +79,7 @@ def grade_shard(path: Path, answers: dict[str, str], split: str,
 
 def rewrite_labels(shard: GradedShard) -> None:
     """Replace the shard's is_correct and final_answer columns, keeping every other column and the order."""
-    t = pq.read_table(shard.path)
+    t = read_shard(shard.path)
     i = t.schema.get_field_index("is_correct")
     t = t.set_column(i, pa.field("is_correct", pa.bool_()), pa.array(shard.correct, type=pa.bool_()))
     if shard.final_answers is not None:

@@ -223,6 +223,8 @@ def _gauss_01(q: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @functools.lru_cache(maxsize=1 << 16)  # problems often share a vote profile (count pattern, draws)
+# Long on purpose: one exact computation (see the docstring) whose steps share a dozen arrays; its tests
+# pin it against brute-force enumeration.
 def _win_prob(base_a: int, pool_a: int, others: tuple[tuple[int, int, int], ...], nulls: int, draws: int) -> float:
     """P(answer a wins the vote), a tie among t leaders counting 1/t. a has base_a fixed votes and pool_a samples in
     the pool; `others` are (fixed votes, pool samples, how many answers look like that); `draws` of the pool's

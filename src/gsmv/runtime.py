@@ -35,11 +35,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def rank_and_world() -> tuple[int, int]:
-    """Rank and world size from the launcher's environment (torchrun / accelerate launch)."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-
-
 def partial_state(cfg: RunConfig):
     """accelerate's process state for this run. On a machine without CUDA, PartialState only makes
     torchrun / `accelerate launch` ranks a gloo group when created with cpu=True (a bare PartialState()

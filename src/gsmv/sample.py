@@ -29,7 +29,17 @@ from typing import Any
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from gsmv.artifacts import MetricsLog, RunPaths, atomic_write_json, shard_path, write_parquet
+from gsmv.artifacts import (
+    Damage,
+    MetricsLog,
+    RunPaths,
+    atomic_write_json,
+    list_shards,
+    parquet_rows,
+    read_json_or_none,
+    shard_path,
+    write_parquet,
+)
 from gsmv.config import RunConfig
 from gsmv.errors import GsmvError
 from gsmv.runtime import partial_state, pick_device, pick_dtype, setup_threads
@@ -104,6 +114,8 @@ def check_prompt_lengths(prompts: dict[str, tuple[int, ...]], room: int, model_d
                         f"or drop those questions, or lower sample.max_new_tokens)")
 
 
+# Long on purpose: a stage reads top to bottom (settings, resume plan, sampler, the shard loop, done.json);
+# the shard bookkeeping is shared by the loop's parts.
 def main(cfg: RunConfig, split: str) -> dict[str, Any]:
     """Sample every shard of `split` this rank owns and has not written yet; returns a summary."""
     from gsmv.data.gsm8k import format_prompt
@@ -181,3 +193,37 @@ def main(cfg: RunConfig, split: str) -> dict[str, Any]:
             "split": split, "shards": len(shards), "problems": len(problems), "samples_per_problem": n,
             "temperature": params.temperature, "max_new_tokens": params.max_new_tokens})
     return summary
+
+
+def check_outputs(paths: RunPaths, cfg: RunConfig, split: str) -> list[Damage]:
+    """What is damaged in a finished split (the pipeline's check): every shard done.json counts must exist, be
+    readable Parquet and hold its problems x samples rows."""
+    folder = paths.samples(split)
+    if not folder.is_dir():
+        return [(None, f"{folder} is missing")]
+    info = read_json_or_none(folder / "done.json")
+    try:
+        shards, problems, n = (int(info[k]) for k in ("shards", "problems", "samples_per_problem"))
+    except (TypeError, KeyError, ValueError):
+        # main() rewrites done.json once every shard exists; damaged shards must go first (it skips them).
+        bad = [(p, f"{p} is not readable Parquet") for p in list_shards(folder) if parquet_rows(p) is None]
+        return [*bad, (None, f"{folder / 'done.json'} is missing or damaged")]
+    # Shard i holds problems [i * per, (i + 1) * per) (see main); per is in this stage's hash.
+    per = cfg.sample.problems_per_shard
+    sizes = [min(per, problems - i * per) * n for i in range(shards)] if shards == -(-problems // per) else None
+    out: list[Damage] = []
+    total = 0
+    for i in range(shards):
+        p = shard_path(folder, i)
+        rows = parquet_rows(p)
+        if not p.exists():
+            out.append((None, f"{p} is missing"))
+        elif rows is None:
+            out.append((p, f"{p} is not readable Parquet"))
+        elif sizes and rows != sizes[i]:
+            out.append((p, f"{p} holds {rows} samples, not {sizes[i]}"))
+        else:
+            total += rows
+    if not out and total != problems * n:  # no per-shard sizes to blame one shard: sample the split again
+        out.append((folder, f"{folder} holds {total} samples, done.json says {problems * n}"))
+    return out

@@ -21,10 +21,19 @@ import numpy as np
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from gsmv.artifacts import MetricsLog, RunPaths, list_shards, write_parquet
+from gsmv.artifacts import (
+    REFERENCE_SPLIT,
+    Damage,
+    MetricsLog,
+    RunPaths,
+    list_shards,
+    listed_shards,
+    parquet_rows,
+    read_shard,
+    write_parquet,
+)
 from gsmv.config import RunConfig
 from gsmv.errors import GsmvError
-from gsmv.label import REFERENCE_SPLIT, read_columns
 from gsmv.models.verifier import input_limit, load_verifier, pad_id_of, prompt_ids, solution_ids
 from gsmv.runtime import partial_state, pick_device, pick_dtype, setup_threads
 
@@ -40,7 +49,7 @@ def sequences_for_shard(path, prompts: dict[str, list[int]], split: str,
                         eos_id: int | None) -> tuple[pa.Table, list, list, list]:
     """The shard's ids/indices table, prompt + solution sequences, solution start positions and the
     number of sampled tokens of each row (the verifier also reads EOS after a finished sample)."""
-    t = read_columns(path, ("problem_id", "sample_idx", "tokens", "finished"))
+    t = read_shard(path, ("problem_id", "sample_idx", "tokens", "finished"))
     seqs, starts, n_sampled = [], [], []
     cols = (t.column(c).to_pylist() for c in ("problem_id", "tokens", "finished"))
     for i, (pid, toks, finished) in enumerate(zip(*cols, strict=True)):
@@ -104,3 +113,20 @@ def main(cfg: RunConfig, split: str = "test") -> dict:
                                                samples_per_s=round(n_samples / max(secs, 1e-9), 2))
     state.wait_for_everyone()
     return {"split": split, "shards": len(sample_shards), "scored_here": len(todo), "samples_here": n_samples}
+
+
+def check_outputs(paths: RunPaths, cfg: RunConfig, split: str = "test") -> list[Damage]:
+    """What is damaged in finished scores (the pipeline's check; main writes no done.json): a readable score shard
+    for every sample shard, with as many rows."""
+    out: list[Damage] = []
+    for s in listed_shards(paths.samples(split)):
+        p = paths.scores(split) / s.name
+        rows = parquet_rows(p)
+        want = parquet_rows(s)  # None when the sample shard is damaged: the sample stage's check says so
+        if not p.exists():
+            out.append((None, f"{p} is missing"))
+        elif rows is None:
+            out.append((p, f"{p} is not readable Parquet"))
+        elif want is not None and rows != want:
+            out.append((p, f"{p} holds {rows} scores for {want} samples"))
+    return out

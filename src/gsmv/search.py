@@ -44,7 +44,16 @@ from typing import Any
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from gsmv.artifacts import MetricsLog, RunPaths, atomic_write_json, shard_path, write_parquet
+from gsmv.artifacts import (
+    Damage,
+    MetricsLog,
+    RunPaths,
+    atomic_write_json,
+    parquet_rows,
+    read_json_or_none,
+    shard_path,
+    write_parquet,
+)
 from gsmv.config import RunConfig
 from gsmv.data.answers import extract_answer, is_correct
 from gsmv.errors import GsmvError
@@ -305,3 +314,24 @@ def main(cfg: RunConfig) -> dict[str, Any]:
                                                        "beams": list(cfg.search.beams),
                                                        "max_new_tokens": cfg.sample.max_new_tokens})
     return {"shards": len(shards), "searched_here": len(todo), **totals}
+
+
+def check_outputs(paths: RunPaths, cfg: RunConfig) -> list[Damage]:
+    """What is damaged in finished search results (the pipeline's check): every shard done.json counts is readable
+    and holds (its problems) x (beam counts) rows."""
+    folder = paths.search
+    info = read_json_or_none(folder / "done.json")
+    try:
+        shards, problems, beams = int(info["shards"]), int(info["problems"]), len(info["beams"])
+    except (TypeError, KeyError, ValueError):
+        return [(None, f"{folder / 'done.json'} is missing or damaged")]
+    per = cfg.search.problems_per_shard
+    out: list[Damage] = []
+    for i in range(shards):
+        p = shard_path(folder, i)
+        rows, want = parquet_rows(p), min(per, problems - i * per) * beams
+        if not p.exists():
+            out.append((None, f"{p} is missing"))
+        elif rows != want:
+            out.append((p, f"{p} is not readable Parquet" if rows is None else f"{p} holds {rows} rows, not {want}"))
+    return out

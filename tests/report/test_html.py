@@ -17,6 +17,7 @@ from gsmv import evaluate, report
 from gsmv.artifacts import RunPaths
 from gsmv.config import load_config
 from gsmv.report import html as H
+from gsmv.run_data import load_run
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 browser = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
@@ -35,6 +36,7 @@ def site(tmp_path_factory, tiny_data_dir, tiny_tokenizer):
     cfg = load_config(None, [f"data.dir={tiny_data_dir}", f"out_dir={root}", "name=viewer", "evaluate.bootstrap=20",
                              "report.html_problems=30", "report.html_samples=5"])
     correct, scores = build_run(cfg, tokenizer=tiny_tokenizer)
+    evaluate.main(cfg)
     report.main(cfg)
     page = RunPaths(cfg.run_dir).report_html
     return {"cfg": cfg, "page": page, "html": page.read_text(), "correct": correct, "scores": scores}
@@ -117,7 +119,7 @@ def test_page_is_self_contained(site):
 
 def test_without_a_tokenizer_samples_are_plain_text(tiny_cfg):
     build_run(tiny_cfg, tokenizer=None)
-    data = evaluate.load_run(tiny_cfg, sample_columns=["text", "tokens"], score_columns=["token_values"])
+    data = load_run(tiny_cfg, sample_columns=["text", "tokens"], score_columns=["token_values"])
     payload = H.viewer_data(data, evaluate.compute(data, bootstrap=0), max_problems=3, max_samples=2,
                             tokenizer=H.load_tokenizer(tiny_cfg.run_dir))
     assert len(payload["problems"]) == 3

@@ -86,10 +86,14 @@ def test_training_plot(tiny_cfg, tmp_path):
 def test_report_main_writes_markdown_plots_and_reference_row(tiny_cfg, tmp_path, tiny_data_dir):
     tiny_cfg.data.dir = str(write_reference_data(tmp_path / "data", tiny_data_dir))
     build_run(tiny_cfg)
-    # results.json missing: the report runs the evaluation itself.
-    out = report.main(tiny_cfg)
     paths = RunPaths(tiny_cfg.run_dir)
-    assert paths.results.exists() and paths.report_html.exists()
+    # The report reads results.json and never evaluates: without it, one line that says what to run.
+    with pytest.raises(GsmvError, match=r"^\S*results\.json: file not found \(run `gsmv evaluate` first\)$"):
+        report.main(tiny_cfg)
+    assert not paths.report_md.exists()
+    evaluate.main(tiny_cfg)
+    out = report.main(tiny_cfg)
+    assert paths.report_html.exists()
     for name in ("scaling", "top_k", "scores", "training"):
         assert_png(paths.plots / f"{name}.png")
     assert out["plots"] == 4
@@ -120,6 +124,7 @@ def test_report_compares_runs_and_rejects_a_missing_one(tiny_cfg, tmp_path):
     (RunPaths(other.run_dir).config).write_text("name: solution\nverifier:\n  level: solution\n  lm_weight: 0.0\n")
     evaluate.main(other)
     build_run(tiny_cfg)
+    evaluate.main(tiny_cfg)
     tiny_cfg.report.compare = [str(other.run_dir)]
     report.main(tiny_cfg)
     paths = RunPaths(tiny_cfg.run_dir)
@@ -145,6 +150,7 @@ def test_report_plots_finetuning_and_verification_by_training_set_size(tiny_cfg,
     evaluate.main(small)
     build_run(tiny_cfg)
     MetricsLog(RunPaths(tiny_cfg.run_dir).metrics, "finetune").log(event="start", step=0, examples=1000)
+    evaluate.main(tiny_cfg)
     tiny_cfg.report.compare = [str(small.run_dir)]
     report.main(tiny_cfg)
     paths = RunPaths(tiny_cfg.run_dir)

@@ -149,7 +149,7 @@ def test_the_engine_is_freed_before_a_stage_that_does_not_sample(monkeypatch, tm
     pipeline._free_samplers_unless_sampling("sample-test")  # the next sample stage reuses it
     assert len(gv._ENGINES) == 1
     seen = []
-    monkeypatch.setattr(pipeline._BY_NAME["finetune"], "fn", lambda c: seen.append(len(gv._ENGINES)))
+    monkeypatch.setattr("gsmv.train.finetune.main", lambda c: seen.append(len(gv._ENGINES)))
     cfg = load_config("smoke", [f"data.dir={tiny_data_dir}", f"out_dir={tmp_path}"])
     pipeline.run(cfg, until="finetune", log=lambda _: None)
     assert seen == [0]  # training started with the engine (and its GPU memory) gone

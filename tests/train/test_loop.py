@@ -8,6 +8,7 @@ from gsmv.config import ModelConfig, TrainConfig, load_config
 from gsmv.data.gsm8k import load_jsonl
 from gsmv.errors import GsmvError
 from gsmv.models.loading import apply_residual_dropout, build_from_preset
+from gsmv.train.checkpoint import hf_saver, latest_checkpoint, read_state
 from gsmv.train.finetune import encode_problems
 from gsmv.train.loop import (
     batch_plan,
@@ -15,13 +16,10 @@ from gsmv.train.loop import (
     causal_lm_loss,
     evaluate_loss,
     fit,
-    hf_saver,
-    latest_checkpoint,
     lm_loss,
     lr_factor,
     make_accelerator,
     pad_collate_fn,
-    read_state,
     train_hash,
 )
 
@@ -117,7 +115,7 @@ def _run(tmp, tiny_tokenizer, tiny_data_dir, tcfg, on_step=None, val=True):
     acc = make_accelerator(cfg, tcfg)
     res = fit(accelerator=acc, model=model, tcfg=tcfg, train_examples=examples[:80],
               collate=pad_collate_fn(tiny_tokenizer.pad_token_id), loss_fn=causal_lm_loss, ckpt_dir=tmp / "gen",
-              config_hash=train_hash(tcfg), save_model=hf_saver(tiny_tokenizer),
+              config_hash=train_hash(cfg, tcfg), save_model=hf_saver(tiny_tokenizer),
               metrics=MetricsLog(tmp / "metrics.jsonl", "test"), val_examples=examples[80:] if val else None,
               on_step=on_step)
     return res, model
@@ -180,7 +178,9 @@ def test_resume_refuses_other_config_and_done_run_is_skipped(tmp_path, tiny_toke
     with pytest.raises(GsmvError, match="step-000003.*another config"):
         _run(tmp_path, tiny_tokenizer, tiny_data_dir, _tcfg(lr=1e-3))
     # Logging/saving cadence is not part of the hash.
-    assert train_hash(_tcfg(log_every=99, save_every=0)) == train_hash(_tcfg())
+    cfg = load_config("smoke")
+    assert train_hash(cfg, _tcfg(log_every=99, save_every=0)) == train_hash(cfg, _tcfg())
+    assert train_hash(cfg, _tcfg(lr=0.5)) != train_hash(cfg, _tcfg())
     res, _ = _run(tmp_path, tiny_tokenizer, tiny_data_dir, _tcfg(log_every=5))
     assert not res.skipped
     again, _ = _run(tmp_path, tiny_tokenizer, tiny_data_dir, _tcfg())

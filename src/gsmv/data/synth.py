@@ -208,6 +208,8 @@ def _line(expr: str, result: int, text: str) -> str:
     return text.format(calc=f"{expr} = <<{expr}={result}>>{result}")
 
 
+# Long on purpose: one problem is drawn in one pass (tree, people, facts, distractors, question), and each
+# draw consumes the seeded RNG in a fixed order that every existing synth dataset depends on.
 def make_problem(rng: random.Random, s: SynthSettings) -> SynthProblem:
     """One problem with between s.min_steps and s.max_steps operations."""
     steps = rng.randint(s.min_steps, s.max_steps)

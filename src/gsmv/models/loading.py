@@ -9,6 +9,7 @@ Every model folder gsmv writes holds the model and its tokenizer, so one call lo
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -272,3 +273,34 @@ def train_flops_per_token(model: nn.Module, seq_len: int) -> float:
     vocab = cfg.vocab_size
     n = count_params(model)["non_embedding"]
     return 6.0 * (n + d * vocab) + 6.0 * n_layer * seq_len * d
+
+
+def check_model_folder(folder: Path, verifier: bool = False) -> list:
+    """What is damaged in a model folder the training loop finished (the pipeline's check of finetune and
+    train-verifier): config.json, the tokenizer and whole weights (+ the verifier's head files). A damaged folder
+    is deleted as a whole: the training loop then writes it again from its last checkpoint."""
+    from gsmv.artifacts import safetensors_ok
+
+    if not folder.is_dir():
+        return [(None, f"{folder} is missing")]
+    # tokenizer_config.json: save_pretrained writes it for every tokenizer (the other tokenizer files vary by model).
+    bad = [f for f in ("config.json", "tokenizer_config.json") if not (folder / f).is_file()]
+    index = folder / "model.safetensors.index.json"
+    weights: list[str] = []
+    if index.is_file():
+        try:
+            weights = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            bad.append(index.name)
+    elif (folder / "model.safetensors").exists():
+        weights = ["model.safetensors"]
+    elif not any(folder.glob("pytorch_model*.bin")):  # torch pickles: nothing cheap to check beyond existence
+        bad.append("model weights")
+    if verifier:
+        from gsmv.models.verifier import CONFIG_NAME, HEAD_NAME
+
+        weights.append(HEAD_NAME)
+        if not (folder / CONFIG_NAME).is_file():
+            bad.append(CONFIG_NAME)
+    bad += [w for w in weights if not safetensors_ok(folder / w)]
+    return [(folder, f"{folder}: {', '.join(bad)} missing or damaged")] if bad else []

@@ -51,12 +51,13 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from gsmv.config import CHOICES, VerifierConfig
 from gsmv.errors import GsmvError
 
-HEADS = ("token", "linear")
+HEADS = CHOICES["verifier.head"]
 CONFIG_NAME = "verifier_config.json"
 HEAD_NAME = "value_head.safetensors"
-DEFAULT_VALUE_TOKEN = "<|value|>"
+DEFAULT_VALUE_TOKEN = VerifierConfig.value_token
 
 
 @dataclass
@@ -187,12 +188,6 @@ class Verifier(nn.Module):
                                progress=progress, desc=desc, share_prompts=share_prompts)
 
     # -- persistence ---------------------------------------------------------------------------
-    @classmethod
-    def from_pretrained(cls, path: str | Path, dtype: torch.dtype | None = torch.float32,
-                        device: torch.device | str | None = None) -> Verifier:
-        """load_verifier without the tokenizer in the return value (it is on `.tokenizer`)."""
-        return load_verifier(path, dtype=dtype, device=device)[0]
-
     def head_state(self) -> dict[str, torch.Tensor]:
         if self.head == "token":
             return {"gain": self.gain.detach().float().cpu().reshape(1),

@@ -1,7 +1,7 @@
 """The report stage: plots/*.png, report.md (tables + plots) and report.html (the sample viewer).
 
-Reads run_dir/results.json (running the evaluate stage first when it is missing), the test
-samples and scores (for the viewer and the score histogram), metrics.jsonl (training curves),
+Reads run_dir/results.json (written by the evaluate stage, which the pipeline runs first), the test
+samples and scores (for the viewer and the score histogram, through gsmv.run_data), metrics.jsonl (training curves),
 the paper's released results (a reference row, when example_model_solutions.jsonl is found next
 to the GSM8K data), and the results of the runs in cfg.report.compare (ablations).
 """
@@ -17,33 +17,18 @@ from gsmv.artifacts import RunPaths, atomic_write_text, read_json, read_metrics
 from gsmv.config import RunConfig
 from gsmv.data.tasks import data_dir
 from gsmv.errors import GsmvError
+from gsmv.formatting import REFERENCE_LABELS, fmt_metric, label, pct
 
 log = logging.getLogger(__name__)
 
 REFERENCE_FILE = "example_model_solutions.jsonl"
+# The metrics of the results table and of the comparison of runs, in order.
 HEADLINE = ("test@1", "pass@1", "majority_vote", "best_of_n", "oracle", "verifier_auc")
-COMPARE_HEADER = {"test@1": "test@1", "pass@1": "pass@1", "majority_vote": "majority vote",
-                  "best_of_n": "best-of-N", "oracle": "coverage", "verifier_auc": "AUC"}
 
 
 def _cell(name: str, metric: dict | None, ci: bool = True) -> str:
-    from gsmv.evaluate import fmt_metric
-
     v, c = fmt_metric(name, metric)
     return f"{v} {c}".strip() if ci else v
-
-
-def _label(name: str, n: int) -> str:
-    from gsmv.evaluate import METRIC_LABELS
-
-    label = METRIC_LABELS.get(name, name)
-    if name == "best_of_n":
-        return f"verifier best-of-{n}"
-    if name == "oracle":
-        return f"coverage (oracle pass@{n})"
-    if name == "majority_vote":
-        return f"majority vote over {n}"
-    return label
 
 
 def _run_summary(run_dir: Path) -> dict[str, Any]:
@@ -106,15 +91,13 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(out)
 
 
-def _curve_table(results: dict, keys: list[tuple[str, str]], xname: str) -> str:
-    from gsmv.evaluate import pct
-
+def _curve_table(results: dict, keys: list[str], xname: str) -> str:
     curves = results["curves"]
-    xs = sorted({x for k, _ in keys if k in curves for x in curves[k]["x"]})
+    xs = sorted({x for k in keys if k in curves for x in curves[k]["x"]})
     rows = []
     for x in xs:
         row = [str(x)]
-        for k, _ in keys:
+        for k in keys:
             cur = curves.get(k)
             if cur and x in cur["x"]:
                 i = cur["x"].index(x)
@@ -122,15 +105,11 @@ def _curve_table(results: dict, keys: list[tuple[str, str]], xname: str) -> str:
             else:
                 row.append("")
         rows.append(row)
-    return _md_table([xname, *[t for _, t in keys]], rows)
+    return _md_table([xname, *[label(k) for k in keys]], rows)
 
 
-def build_markdown(cfg: RunConfig, results: dict, reference: dict | None, plots: dict[str, Path | None],
-                   runs: dict[str, tuple[dict, dict]]) -> str:
-    from gsmv.evaluate import REFERENCE_LABELS, fmt_metric
-
+def _results_section(cfg: RunConfig, results: dict, reference: dict | None) -> list[str]:
     n = results["n_samples"]
-    rel = {k: (f"plots/{p.name}" if p is not None else None) for k, p in plots.items()}
     b = results["bootstrap"]
     lines = [
         f"# gsmv report: {cfg.name}",
@@ -144,9 +123,7 @@ def build_markdown(cfg: RunConfig, results: dict, reference: dict | None, plots:
         "## Results",
         "",
     ]
-    rows = [[_label(k, n), *fmt_metric(k, results["metrics"].get(k))] for k in HEADLINE]
-    rows.append(["verifier AUC (within problem)", *fmt_metric("verifier_auc_within",
-                                                                results["metrics"].get("verifier_auc_within"))])
+    rows = [[label(k, n), *fmt_metric(k, results["metrics"].get(k))] for k in (*HEADLINE, "verifier_auc_within")]
     lines += [_md_table(["method", "value", "95% CI"], rows), ""]
     if results["metrics"].get("test@1") is None:
         lines += ["test@1 is absent: this run has no greedy (T=0) samples (sample.greedy_test=false).", ""]
@@ -160,58 +137,74 @@ def build_markdown(cfg: RunConfig, results: dict, reference: dict | None, plots:
             "",
         ]
     d = results.get("diagnostics", {})
-    from gsmv.evaluate import pct
-
     lines += [f"Samples with a final answer: {pct(d.get('answered'))}%; stopped at EOS: {pct(d.get('finished'))}%"
               + (f"; mean length {d['mean_tokens']:.1f} tokens." if d.get("mean_tokens") is not None else "."), ""]
-    lines += ["## Accuracy vs number of samples (paper Fig. 7a)", ""]
+    return lines
+
+
+def _curves_section(results: dict, rel: dict[str, str | None]) -> list[str]:
+    lines = ["## Accuracy vs number of samples (paper Fig. 7a)", ""]
     if rel.get("scaling"):
         lines += [f"![accuracy vs N]({rel['scaling']})", ""]
     lines += ["Verifier best-of-N and majority vote over N are exact expectations over all N-subsets of the samples "
               "(verifier score ties and vote ties are split evenly).", "",
-              _curve_table(results, [("best_of_n", "verifier best-of-N"), ("majority_vote", "majority vote"),
-                                     ("pass_at_k", "pass@N")], "N"), ""]
+              _curve_table(results, ["best_of_n", "majority_vote", "pass_at_k"], "N"), ""]
     if "top_k_voting" in results["curves"]:
         lines += ["## Verifier top-k voting (paper Fig. 7b)", ""]
         if rel.get("top_k"):
             lines += [f"![top-k voting]({rel['top_k']})", ""]
         lines += ["The k samples the verifier ranks highest vote on the final answer.", "",
-                  _curve_table(results, [("top_k_voting", "top-k voting")], "k"), ""]
+                  _curve_table(results, ["top_k_voting"], "k"), ""]
+    return lines
+
+
+def _budget_section(bud: dict, rel: dict[str, str | None]) -> list[str]:
+    lines = ["## Equal-budget comparison (value-guided search)", ""]
+    if rel.get("budget"):
+        lines += [f"![accuracy vs generated tokens]({rel['budget']})", ""]
+    lines += [f"On the first {bud['problems']} test problems. Tokens: generated per problem (mean); for N "
+              "samples, N times the mean sample length. Scored: tokens of the sequences the verifier scored "
+              "(prompt + solution each).", ""]
+    rows = []
+    for name, cur in bud["strategies"].items():
+        for i, x in enumerate(cur["x"]):
+            sc = cur["scored_tokens"][i]
+            rows.append([name, f"{cur['param']}={x}", f"{cur['tokens'][i]:.0f}", "" if sc is None else f"{sc:.0f}",
+                         f"{pct(cur['value'][i])} [{pct(cur['ci_low'][i])}, {pct(cur['ci_high'][i])}]"])
+    return lines + [_md_table(["strategy", "setting", "generated tokens", "scored tokens", "accuracy [95% CI]"], rows),
+                    ""]
+
+
+def _compare_section(runs: dict[str, tuple[dict, dict]], rel: dict[str, str | None]) -> list[str]:
+    lines = ["## Comparison of runs", ""]
+    if rel.get("compare"):
+        lines += [f"![comparison]({rel['compare']})", ""]
+    if rel.get("train_size"):
+        lines += ["Finetuning (test@1) and verification (best-of-N) against the number of problems the generator "
+                  "was trained on (paper Fig. 5):", "", f"![training-set size]({rel['train_size']})", ""]
+    header = ["run", "train problems", "verifier", "LM weight", "dropout", "N",
+              *[label(k, short=True) for k in HEADLINE]]
+    rows = []
+    for name, (s, res) in runs.items():
+        rows.append([name, str(s.get("train_examples") or ""), str(s.get("level", "")),
+                     str(s.get("lm_weight", "")), str(s.get("dropout", "")), str(res.get("n_samples", "")),
+                     *[_cell(k, res["metrics"].get(k), ci=k in ("best_of_n", "test@1")) for k in HEADLINE]])
+    return lines + [_md_table(header, rows), ""]
+
+
+def build_markdown(cfg: RunConfig, results: dict, reference: dict | None, plots: dict[str, Path | None],
+                   runs: dict[str, tuple[dict, dict]]) -> str:
+    rel = {k: (f"plots/{p.name}" if p is not None else None) for k, p in plots.items()}
+    lines = _results_section(cfg, results, reference) + _curves_section(results, rel)
     if results.get("budget"):
-        bud = results["budget"]
-        lines += ["## Equal-budget comparison (value-guided search)", ""]
-        if rel.get("budget"):
-            lines += [f"![accuracy vs generated tokens]({rel['budget']})", ""]
-        lines += [f"On the first {bud['problems']} test problems. Tokens: generated per problem (mean); for N "
-                  "samples, N times the mean sample length. Scored: tokens of the sequences the verifier scored "
-                  "(prompt + solution each).", ""]
-        rows = []
-        for name, cur in bud["strategies"].items():
-            for i, x in enumerate(cur["x"]):
-                sc = cur["scored_tokens"][i]
-                rows.append([name, f"{cur['param']}={x}", f"{cur['tokens'][i]:.0f}", "" if sc is None else f"{sc:.0f}",
-                             f"{pct(cur['value'][i])} [{pct(cur['ci_low'][i])}, {pct(cur['ci_high'][i])}]"])
-        lines += [_md_table(["strategy", "setting", "generated tokens", "scored tokens", "accuracy [95% CI]"], rows), ""]
+        lines += _budget_section(results["budget"], rel)
     if rel.get("scores"):
         lines += ["## Verifier scores", "", f"![score histogram]({rel['scores']})", ""]
     lines += ["## Training curves", ""]
     lines += [f"![training curves]({rel['training']})", ""] if rel.get("training") else \
         ["No training metrics in metrics.jsonl.", ""]
     if len(runs) > 1:
-        lines += ["## Comparison of runs", ""]
-        if rel.get("compare"):
-            lines += [f"![comparison]({rel['compare']})", ""]
-        if rel.get("train_size"):
-            lines += ["Finetuning (test@1) and verification (best-of-N) against the number of problems the generator "
-                      "was trained on (paper Fig. 5):", "", f"![training-set size]({rel['train_size']})", ""]
-        header = ["run", "train problems", "verifier", "LM weight", "dropout", "N",
-                  *[COMPARE_HEADER[k] for k in HEADLINE]]
-        rows = []
-        for label, (s, res) in runs.items():
-            rows.append([label, str(s.get("train_examples") or ""), str(s.get("level", "")),
-                         str(s.get("lm_weight", "")), str(s.get("dropout", "")), str(res.get("n_samples", "")),
-                         *[_cell(k, res["metrics"].get(k), ci=k in ("best_of_n", "test@1")) for k in HEADLINE]])
-        lines += [_md_table(header, rows), ""]
+        lines += _compare_section(runs, rel)
     lines += ["## Sample viewer", "",
               f"[report.html](report.html): the first {cfg.report.html_problems or 'all'} test problems with their "
               "samples ranked by the verifier, per-token verifier values and filters.", ""]
@@ -222,27 +215,27 @@ def main(cfg: RunConfig) -> dict:
     """Write plots/*.png, report.md and report.html in cfg's run folder; return what was written."""
     from accelerate import PartialState
 
-    from gsmv import evaluate
+    from gsmv.evaluate import evaluate_reference
     from gsmv.report import html as html_mod
     from gsmv.report import plots
+    from gsmv.run_data import load_run
 
     paths = RunPaths(cfg.run_dir)
-    if paths.results.exists():
-        results = read_json(paths.results)
-        if not isinstance(results, dict) or results.get("kind") != "run":
-            raise GsmvError(f"{paths.results}: not a gsmv results.json (rerun `gsmv evaluate`)")
-    else:
-        results = evaluate.main(cfg)
+    if not paths.results.exists():
+        raise GsmvError(f"{paths.results}: file not found (run `gsmv evaluate` first)")
+    results = read_json(paths.results)
+    if not isinstance(results, dict) or results.get("kind") != "run":
+        raise GsmvError(f"{paths.results}: not a gsmv results.json (rerun `gsmv evaluate`)")
     if not PartialState().is_main_process:
         return {}
     ref_path = data_dir(cfg) / REFERENCE_FILE
-    reference = evaluate.evaluate_reference(ref_path, cfg.evaluate.bootstrap, cfg.evaluate.seed) \
+    reference = evaluate_reference(ref_path, cfg.evaluate.bootstrap, cfg.evaluate.seed) \
         if ref_path.exists() else None
     runs = _compare(cfg, results)
     sizes = train_size_points(runs)
 
     # The list columns (text, tokens, per-token values) are read later, for the samples report.html shows only.
-    data = evaluate.load_run(cfg, greedy_columns=["text"])
+    data = load_run(cfg, greedy_columns=["text"])
     if data.n != results["n_samples"] or len(data.problems) != results["n_problems"]:
         raise GsmvError(f"{paths.results}: made for {results['n_problems']} x {results['n_samples']} samples, "
                         f"the run folder has {len(data.problems)} x {data.n} (rerun `gsmv evaluate`)")

@@ -176,9 +176,11 @@ def encode_lengths(pieces: list[str]) -> str | list[int]:
     return "".join(ALPHABET[k] for k in lens) if max(lens, default=0) < len(ALPHABET) else lens
 
 
+# Long on purpose: it builds one JSON document whose parts (rows shown in full, short rows, token
+# colours) share the per-problem order and the columns read once.
 def viewer_data(data: Any, results: dict, *, max_problems: int = 300, max_samples: int = 10,
                 tokenizer: Any | None = None, run_name: str = "") -> dict:
-    """The JSON the viewer embeds, from gsmv.evaluate.load_run(...) data; the text, tokens and per-token values of
+    """The JSON the viewer embeds, from gsmv.run_data.load_run(...) data; the text, tokens and per-token values of
     the samples shown in full are read here (EvalData.sample_columns / score_columns), not for every sample.
 
     A sample shown in full is {"r": rank (1 = the verifier's pick), "i": sample_idx, "a": answer, "ok": 0|1,

@@ -16,6 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from gsmv.artifacts import atomic_write_bytes
+from gsmv.formatting import label as metric_label
 
 COLORS = {"best_of_n": "tab:green", "majority_vote": "tab:blue", "pass_at_k": "tab:gray", "top_k_voting": "tab:purple",
           "test@1": "tab:red"}
@@ -79,12 +80,12 @@ def plot_scaling(results: Mapping, path: str | Path) -> Path:
     fig, (ax,) = _figure()
     curves = results["curves"]
     if "pass_at_k" in curves:
-        _curve(ax, curves["pass_at_k"], "pass@N (oracle)", COLORS["pass_at_k"], marker="s")
+        _curve(ax, curves["pass_at_k"], f"{metric_label('pass_at_k')} (oracle)", COLORS["pass_at_k"], marker="s")
     if "best_of_n" in curves:
-        _curve(ax, curves["best_of_n"], "verifier best-of-N", COLORS["best_of_n"])
+        _curve(ax, curves["best_of_n"], metric_label("best_of_n"), COLORS["best_of_n"])
     if "majority_vote" in curves:
-        _curve(ax, curves["majority_vote"], "majority vote over N", COLORS["majority_vote"], marker="^")
-    _hline(ax, results["metrics"].get("test@1"), "test@1 (greedy)", COLORS["test@1"])
+        _curve(ax, curves["majority_vote"], metric_label("majority_vote"), COLORS["majority_vote"], marker="^")
+    _hline(ax, results["metrics"].get("test@1"), metric_label("test@1"), COLORS["test@1"])
     _log_x(ax, curves.get("pass_at_k", {}).get("x", [1]))
     return _finish_accuracy(fig, ax, path, xlabel="number of samples N (log scale)",
                             title=f"{results.get('run', '')}: accuracy vs number of samples")
@@ -95,7 +96,7 @@ def plot_top_k(results: Mapping, path: str | Path) -> Path:
     fig, (ax,) = _figure()
     cur = results["curves"].get("top_k_voting")
     if cur:
-        _curve(ax, cur, "top-k voting", COLORS["top_k_voting"])
+        _curve(ax, cur, metric_label("top_k_voting"), COLORS["top_k_voting"])
         _log_x(ax, cur["x"])
     n = results.get("n_samples")
     _hline(ax, results["metrics"].get("best_of_n"), f"best-of-{n} (k = 1 without voting)", COLORS["best_of_n"])
@@ -109,8 +110,8 @@ def plot_budget(results: Mapping, path: str | Path) -> Path:
     K, greedy (results["budget"], on the problems search ran on)."""
     fig, (ax,) = _figure()
     b = results["budget"]
-    styles = {"majority_vote": ("majority vote over N", COLORS["majority_vote"], "^"),
-              "best_of_n": ("verifier best-of-N", COLORS["best_of_n"], "o"),
+    styles = {"majority_vote": (metric_label("majority_vote"), COLORS["majority_vote"], "^"),
+              "best_of_n": (metric_label("best_of_n"), COLORS["best_of_n"], "o"),
               "search": ("value-guided search (K beams)", "tab:orange", "D"),
               "greedy": ("greedy", COLORS["test@1"], "s")}
     for name, cur in b["strategies"].items():
@@ -140,11 +141,18 @@ def training_series(records: Sequence[Mapping]) -> dict[str, dict[str, tuple[lis
     Train records carry "loss" and "train_*" statistics; validation records carry "val_*" keys.
     Event records ("start", "end": the end one repeats the last validation), non-numeric values and
     bookkeeping keys (lr, timings, throughput) are skipped; a record without a step uses its position.
+    A "start" at step s (a retry after a failed run, a resume from the checkpoint of step s) replaces what
+    earlier attempts logged after step s: the series are those of the training that made the model.
     """
     out: dict[str, dict[str, tuple[list[float], list[float]]]] = {}
     for stage in ("finetune", "train-verifier"):
         named: dict[str, tuple[list[float], list[float]]] = {}
         for i, rec in enumerate(r for r in records if isinstance(r, Mapping) and r.get("stage") == stage):
+            if rec.get("event") == "start" and (start := _num(rec, "step")) is not None:
+                for xs, ys in named.values():
+                    keep = [k for k, x in enumerate(xs) if x <= start]
+                    xs[:], ys[:] = [xs[k] for k in keep], [ys[k] for k in keep]
+                named = {k: v for k, v in named.items() if v[0]}
             if rec.get("event") is not None:
                 continue
             step = _num(rec, "step", "global_step")
@@ -214,11 +222,12 @@ def plot_compare(runs: Mapping[str, Mapping], path: str | Path) -> Path:
         color = f"C{i % 10}"
         curves = res.get("curves", {})
         if "best_of_n" in curves:
-            _curve(ax, curves["best_of_n"], f"{label}: best-of-N", color)
+            _curve(ax, curves["best_of_n"], f"{label}: {metric_label('best_of_n', short=True)}", color)
             xs += curves["best_of_n"]["x"]
         if "majority_vote" in curves:
             cur = curves["majority_vote"]
-            ax.plot(cur["x"], _pct(cur["value"]), ls=":", lw=1.2, color=color, label=f"{label}: majority vote")
+            ax.plot(cur["x"], _pct(cur["value"]), ls=":", lw=1.2, color=color,
+                    label=f"{label}: {metric_label('majority_vote', short=True)}")
     if xs:
         _log_x(ax, xs)
     return _finish_accuracy(fig, ax, path, xlabel="number of samples N (log scale)", title="comparison of runs",

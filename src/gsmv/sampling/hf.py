@@ -90,6 +90,8 @@ class HFSampler:
             return LlamaEngine(self.model, slots, self.params.max_new_tokens)
         return GenericEngine(self.model, slots)
 
+    # Long on purpose: the decode loop of the hot path (refill, step, calculator, retire) shares its state
+    # through closures; splitting it into methods would add attribute lookups to every step.
     def generate(self, requests: Iterable[Request]) -> Iterator[Sample]:
         src = iter(requests)
         pending: deque[Request] = deque()

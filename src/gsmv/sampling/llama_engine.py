@@ -137,6 +137,7 @@ class LlamaEngine:
     A row's generated token i has RoPE position plen + i.
     """
 
+    # Long on purpose: it lays out every weight and buffer the hot loop reads (one place to see the memory).
     def __init__(self, model: Any, n_slots: int, max_new_tokens: int, page: int = 16):
         from transformers.activations import ACT2FN
 
@@ -396,6 +397,8 @@ class LlamaEngine:
     #   generated-token scores: s_pages [U·Hkv, g, P] → per row s_suf [n, Hkv, g, Cu·P]
     #   prompt scores: Qp [Pn·Hkv·R, g·D] @ PK → s_pre [n, Hkv, g, Lp]
     #   probs [n, Hkv, g, Lp + Cu·P] (one softmax, mask [n, 1, 1, Lp + Cu·P]) → out [n, Hkv, g, D]
+    # Long on purpose: one decode step of every layer, written out so that each tensor is made once; it is
+    # the sampler's hot loop (BENCHMARKS.md), and its parts share a dozen per-step index tensors.
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         n, H, Hkv, D, g, P = self.n, self.H, self.Hkv, self.D, self.g, self.page
         for b in np.flatnonzero(self.slen[:n] % P == 0).tolist():

@@ -22,7 +22,8 @@ from gsmv.errors import GsmvError
 from gsmv.models.loading import apply_residual_dropout, build_from_preset, is_preset, load_model_and_tokenizer
 from gsmv.models.tokenizer import check_tokenizer, encode_prompt, encode_solution, train_tokenizer
 from gsmv.runtime import seed_everything, setup_threads
-from gsmv.train.loop import causal_lm_loss, fit, hf_saver, make_accelerator, pad_collate_fn, train_hash
+from gsmv.train.checkpoint import hf_saver
+from gsmv.train.loop import causal_lm_loss, fit, make_accelerator, pad_collate_fn, train_hash
 
 TOKENIZER_META = "gsmv_tokenizer.json"
 
@@ -93,7 +94,6 @@ def main(cfg: RunConfig, *, on_step: Callable[[int], None] | None = None) -> Non
     metrics = MetricsLog(paths.metrics, "finetune", enabled=accelerator.is_main_process)
     if n_trunc:
         metrics.log(event="truncated", examples=n_trunc, max_len=ft.max_len)
-    data_key = {k: getattr(cfg.data, k) for k in ("source", "val_size", "val_seed", "train_limit")}
     fit(
         accelerator=accelerator,
         model=model,
@@ -102,7 +102,7 @@ def main(cfg: RunConfig, *, on_step: Callable[[int], None] | None = None) -> Non
         collate=pad_collate_fn(tok.pad_token_id),
         loss_fn=causal_lm_loss,
         ckpt_dir=paths.generator,
-        config_hash=train_hash(ft, cfg.model, data_key),
+        config_hash=train_hash(cfg, ft),
         save_model=hf_saver(tok, card={"kind": "generator", "base": cfg.model.name,
                                        "extra": {"dataset": "openai/gsm8k" if cfg.data.source == "gsm8k" else None,
                                                  "data": cfg.data.source, "epochs": ft.epochs}}),

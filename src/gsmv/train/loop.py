@@ -3,7 +3,7 @@
 Public API (small on purpose):
 
     accelerator = make_accelerator(cfg, tcfg)            # cpu / cuda, DDP / FSDP / DeepSpeed from `accelerate launch`
-    h = train_hash(tcfg, cfg.model, cfg.data, ...)       # what a checkpoint must match to be resumed
+    h = train_hash(cfg, tcfg)                             # what a checkpoint must match to be resumed
     result = fit(accelerator=..., model=..., tcfg=..., train_examples=[{"input_ids": [...], ...}],
                  collate=pad_collate_fn(pad_id), loss_fn=causal_lm_loss, ckpt_dir=run/"generator",
                  config_hash=h, save_model=hf_saver(tokenizer), metrics=MetricsLog(...),
@@ -11,7 +11,8 @@ Public API (small on purpose):
     # → ckpt_dir/step-NNNNNN/ (resumable) and ckpt_dir/final/ (model folder + trainer_state.json)
 
 Pieces, usable on their own: build_optimizer, build_scheduler, lr_factor, batch_plan, pad_collate_fn,
-lm_loss, causal_lm_loss, evaluate_loss, save_checkpoint, latest_checkpoint, load_checkpoint, read_state.
+lm_loss, causal_lm_loss, evaluate_loss; checkpoint I/O (save_checkpoint, latest_checkpoint, load_checkpoint,
+read_state, hf_saver) is gsmv.train.checkpoint.
 
 Conventions
 - An example is a dict with at least "input_ids" (list[int]; its length drives length bucketing);
@@ -31,8 +32,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -45,10 +44,19 @@ from accelerate import Accelerator
 from torch import nn
 from tqdm.auto import tqdm
 
-from gsmv.artifacts import MetricsLog, atomic_write_json, read_json, replace_dir
+from gsmv.artifacts import MetricsLog
 from gsmv.config import RunConfig, TrainConfig, config_hash, hash_dict
 from gsmv.errors import GsmvError
 from gsmv.runtime import pick_device, pick_dtype
+from gsmv.train.checkpoint import (
+    STATE_FILE,
+    SaveModelFn,
+    latest_checkpoint,
+    load_checkpoint,
+    read_state,
+    save_checkpoint,
+    write_model_folder,
+)
 
 # accelerate warns at every save_state that tied embeddings were de-duplicated; that is expected for
 # tie_word_embeddings models and resume is tested to be exact, so the warning is only noise.
@@ -56,13 +64,7 @@ logging.getLogger("accelerate.utils.other").setLevel(logging.ERROR)
 
 Batch = dict[str, torch.Tensor]
 LossFn = Callable[[nn.Module, Batch], tuple[torch.Tensor, dict[str, float]]]
-SaveModelFn = Callable[[nn.Module, Path, dict[str, torch.Tensor]], None]
 
-STATE_FILE = "trainer_state.json"
-_STEP_RE = re.compile(r"^step-(\d{6,})$")
-# Fields of TrainConfig that change logging or disk use but not the weights: a run may resume
-# with other values.
-_UNHASHED = ("log_every", "eval_every", "save_every", "keep_checkpoints")
 BUCKET_BATCHES = 32  # length bucketing groups this many batches' worth of examples
 
 
@@ -89,10 +91,14 @@ def make_accelerator(cfg: RunConfig, tcfg: TrainConfig) -> Accelerator:
     return accelerator
 
 
-def train_hash(tcfg: TrainConfig, *parts: Any) -> str:
-    """Hash of the training config plus other sections (model, data ...) that shape the weights."""
-    d = {k: v for k, v in hash_dict(tcfg).items() if k not in _UNHASHED}
-    return config_hash(d, *parts)
+def train_hash(cfg: RunConfig, tcfg: TrainConfig, **more: Any) -> str:
+    """What a checkpoint must have been trained with to be resumed: the trainer's settings (not its cadence
+    fields: a run may resume with others), the model, how the data was cut, and `more` (the verifier's start and
+    data counts)."""
+    data = {k: getattr(cfg.data, k) for k in ("source", "val_size", "val_seed", "train_limit")}
+    # The shape of this part is what checkpoints made before hold: the data cut itself, or a dict around it.
+    key = {"data": data, **more} if more else data
+    return config_hash(hash_dict(tcfg, training=True), cfg.model, key)
 
 
 def _no_decay(name: str, param: nn.Parameter) -> bool:
@@ -259,123 +265,6 @@ def evaluate_loss(
     return {k: v / wsum for k, v in total.items()}
 
 
-# ---------------------------------------------------------------- checkpoints
-
-
-def hf_saver(tokenizer: Any, card: dict | None = None) -> SaveModelFn:
-    """save_model for Hugging Face models: save_pretrained (safetensors) of the model and the tokenizer, and
-    with `card` (gsmv.model_card.write_card's keyword arguments) a README.md model card."""
-
-    def save(model: nn.Module, folder: Path, state_dict: dict[str, torch.Tensor]) -> None:
-        model.save_pretrained(folder, state_dict=state_dict, safe_serialization=True)
-        tokenizer.save_pretrained(folder)
-        if card is not None:
-            from gsmv.model_card import write_card
-
-            write_card(folder, **card)
-
-    return save
-
-
-def _step_dirs(folder: Path) -> list[tuple[int, Path]]:
-    if not folder.is_dir():
-        return []
-    out = []
-    for p in folder.iterdir():
-        m = _STEP_RE.match(p.name)
-        if m and p.is_dir() and (p / STATE_FILE).is_file():
-            out.append((int(m.group(1)), p))
-    return sorted(out)
-
-
-def latest_checkpoint(folder: str | Path) -> Path | None:
-    """The complete step-NNNNNN/ checkpoint with the highest step under `folder`, or None."""
-    dirs = _step_dirs(Path(folder))
-    return dirs[-1][1] if dirs else None
-
-
-def read_state(folder: str | Path) -> dict:
-    """trainer_state.json of a checkpoint or final folder."""
-    return read_json(Path(folder) / STATE_FILE)
-
-
-def _write_folder(
-    accelerator: Accelerator,
-    dest: Path,
-    model: nn.Module,
-    save_model: SaveModelFn,
-    state: dict,
-    *,
-    resumable: bool,
-    optimizer: Any = None,
-    scheduler: Any = None,
-) -> None:
-    """Write a model folder (+ resumable state) under a temporary name on every process, then rename.
-
-    The temporary name is fixed (not random) so all processes write into the same folder.
-    """
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    state_dict = accelerator.get_state_dict(model)  # collective under FSDP / ZeRO-3
-    if accelerator.is_main_process:
-        save_model(accelerator.unwrap_model(model), tmp, state_dict)
-    if resumable:
-        accelerator.save_state(str(tmp / "state"))
-        if accelerator.is_main_process:
-            torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    if accelerator.is_main_process:
-        atomic_write_json(tmp / STATE_FILE, state)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        replace_dir(tmp, dest)
-    accelerator.wait_for_everyone()
-
-
-def save_checkpoint(
-    accelerator: Accelerator,
-    ckpt_dir: Path,
-    *,
-    model: nn.Module,
-    optimizer: Any,
-    scheduler: Any,
-    save_model: SaveModelFn,
-    state: dict,
-    keep: int,
-) -> Path:
-    """Write ckpt_dir/step-NNNNNN (state["step"]) atomically; keep the newest `keep` (>= 1)."""
-    dest = Path(ckpt_dir) / f"step-{int(state['step']):06d}"
-    _write_folder(accelerator, dest, model, save_model, state, resumable=True, optimizer=optimizer, scheduler=scheduler)
-    if accelerator.is_main_process:
-        for _, old in _step_dirs(Path(ckpt_dir))[: -max(1, keep)]:
-            shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    return dest
-
-
-def load_checkpoint(accelerator: Accelerator, path: Path, *, scheduler: Any, config_hash: str, world: int) -> dict:
-    """Restore model/optimizer/RNG (accelerate state) and scheduler from `path`; return its trainer state.
-
-    The model and optimizer must already be `accelerator.prepare`d.
-    """
-    state = read_state(path)
-    if state.get("config_hash") != config_hash:
-        raise GsmvError(
-            f"{path}: checkpoint was made with another config (hash {state.get('config_hash')}, now {config_hash}); "
-            f"restore that config or delete {path.parent} to start over"
-        )
-    if int(state.get("num_processes", 1)) != world:
-        raise GsmvError(
-            f"{path}: checkpoint was made with {state.get('num_processes')} processes, now {world}; "
-            f"resume with the same launch or delete {path.parent} to start over"
-        )
-    accelerator.load_state(str(path / "state"))
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
-    return state
-
-
 # ---------------------------------------------------------------- the loop
 
 
@@ -415,8 +304,7 @@ def fit(
     is called after every optimizer step (tests use it to simulate a crash). groups: batch_plan's (batches of
     whole groups, for losses between examples of one group).
     """
-    ckpt_dir = Path(ckpt_dir)
-    final_dir = ckpt_dir / "final"
+    final_dir = Path(ckpt_dir) / "final"
     if (final_dir / STATE_FILE).is_file():
         st = read_state(final_dir)
         if st.get("config_hash") == config_hash and st.get("complete"):
@@ -424,118 +312,165 @@ def fit(
                              val=st.get("val", {}), skipped=True)
     if not train_examples:
         raise GsmvError(f"{ckpt_dir}: no training examples")
-    world, rank = accelerator.num_processes, accelerator.process_index
-    main = accelerator.is_main_process
-    k = tcfg.grad_accum
-    lengths = [len(ex["input_ids"]) for ex in train_examples]
-    global_bs = tcfg.batch_size * world
+    trainer = _Trainer(accelerator=accelerator, tcfg=tcfg, examples=train_examples, collate=collate,
+                       loss_fn=loss_fn, ckpt_dir=Path(ckpt_dir), config_hash=config_hash, save_model=save_model,
+                       metrics=metrics, val_examples=val_examples, eval_fn=eval_fn, groups=groups)
+    return trainer.run(model, on_step=on_step, desc=desc)
 
-    def plan(epoch: int) -> list[list[int]]:
-        # Every process gets at least one row of every global batch.
-        return [b for b in batch_plan(lengths, global_bs, tcfg.seed, epoch, groups=groups) if len(b) >= world]
 
-    steps_per_epoch = len(plan(0)) // k
-    if steps_per_epoch == 0:
-        raise GsmvError(
-            f"{ckpt_dir}: {len(train_examples)} examples make no full optimizer step "
-            f"(batch_size {tcfg.batch_size} × grad_accum {k} × {world} processes)"
-        )
-    total_steps = max(1, math.ceil(tcfg.epochs * steps_per_epoch))
+class _Window:
+    """Sums over the optimizer steps since the last log line; its clock counts training time only."""
 
-    optimizer = build_optimizer(model, tcfg)
-    scheduler = build_scheduler(optimizer, tcfg, total_steps)
-    model, optimizer = accelerator.prepare(model, optimizer)
+    def __init__(self) -> None:
+        self.loss, self.n, self.tokens, self.stats = 0.0, 0, 0, {}
+        self.t0 = time.perf_counter()
 
-    step = 0
-    resumed_from = latest_checkpoint(ckpt_dir)
-    if resumed_from is not None:
-        st = load_checkpoint(accelerator, resumed_from, scheduler=scheduler, config_hash=config_hash, world=world)
-        step = int(st["step"])
-        last_val: dict[str, float] = st.get("val", {})
-    else:
-        last_val = {}
-        # Different dropout masks per process; the model itself is identical (DDP broadcasts rank 0's).
-        torch.manual_seed(tcfg.seed * 1000 + rank)
-    if metrics is not None and main:
-        metrics.log(event="start", step=step, total_steps=total_steps, steps_per_epoch=steps_per_epoch,
-                    examples=len(train_examples), processes=world,
-                    resumed_from=str(resumed_from) if resumed_from else None)
+    def add(self, loss: torch.Tensor, batch: Batch, stats: dict[str, float]) -> None:
+        self.loss += float(loss.detach())
+        self.n += 1
+        self.tokens += int(batch["n_tokens"]) if "n_tokens" in batch else \
+            int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+        for key, v in stats.items():
+            self.stats[key] = self.stats.get(key, 0.0) + float(v)
 
-    def state_dict(val: dict | None = None, complete: bool = False) -> dict:
-        return {"step": step, "epoch": step / steps_per_epoch, "total_steps": total_steps,
-                "steps_per_epoch": steps_per_epoch, "config_hash": config_hash, "num_processes": world,
-                "complete": complete, "val": val or {}}
 
-    def run_eval() -> dict[str, float]:
+class _Trainer:
+    """fit's state and phases, in the order a run goes through them: plan the steps, set up (optimizer,
+    schedule, resume), then for every optimizer step: accumulate its micro-batches, log the window, evaluate and
+    checkpoint; finally write final/."""
+
+    def __init__(self, *, accelerator: Accelerator, tcfg: TrainConfig, examples: Sequence[dict],
+                 collate: Callable[[list[dict]], Batch], loss_fn: LossFn, ckpt_dir: Path, config_hash: str,
+                 save_model: SaveModelFn, metrics: MetricsLog | None, val_examples: Sequence[dict] | None,
+                 eval_fn: Callable[[nn.Module], dict[str, float]] | None, groups: Sequence[int] | None):
+        self.acc, self.tcfg, self.examples, self.collate, self.loss_fn = accelerator, tcfg, examples, collate, loss_fn
+        self.ckpt_dir, self.config_hash, self.save_model = ckpt_dir, config_hash, save_model
+        self.metrics = metrics if accelerator.is_main_process else None
+        self.val_examples, self.eval_fn, self.groups = val_examples, eval_fn, groups
+        self.world, self.rank = accelerator.num_processes, accelerator.process_index
+        self.lengths = [len(ex["input_ids"]) for ex in examples]
+        self.steps_per_epoch = len(self.plan(0)) // tcfg.grad_accum
+        if self.steps_per_epoch == 0:
+            raise GsmvError(
+                f"{ckpt_dir}: {len(examples)} examples make no full optimizer step "
+                f"(batch_size {tcfg.batch_size} × grad_accum {tcfg.grad_accum} × {self.world} processes)")
+        self.total_steps = max(1, math.ceil(tcfg.epochs * self.steps_per_epoch))
+        self.step, self.last_val, self.grad_norm = 0, {}, float("nan")
+
+    def plan(self, epoch: int) -> list[list[int]]:
+        """The epoch's global batches; every process gets at least one row of each."""
+        return [b for b in batch_plan(self.lengths, self.tcfg.batch_size * self.world, self.tcfg.seed, epoch,
+                                      groups=self.groups) if len(b) >= self.world]
+
+    def run(self, model: nn.Module, *, on_step: Callable[[int], None] | None, desc: str) -> FitResult:
+        resumed_from = self.setup(model)
+        k = self.tcfg.grad_accum
+        self.model.train()
+        bar = tqdm(total=self.total_steps, initial=self.step, desc=desc, disable=not self.acc.is_main_process,
+                   dynamic_ncols=True)
+        window = _Window()
+        while self.step < self.total_steps:
+            epoch, offset = divmod(self.step, self.steps_per_epoch)
+            batches = self.plan(epoch)
+            for s in range(offset, self.steps_per_epoch):
+                if self.step >= self.total_steps:
+                    break
+                self.optimizer_step(batches[s * k:(s + 1) * k], window)
+                self.step += 1
+                bar.update(1)
+                if self.step % self.tcfg.log_every == 0 or self.step == self.total_steps:
+                    self.log_window(window, bar)
+                    window = _Window()
+                t_pause = time.perf_counter()
+                self.evaluate_and_checkpoint(on_step)
+                window.t0 += time.perf_counter() - t_pause
+        bar.close()
+        return self.finish(resumed_from)
+
+    def setup(self, model: nn.Module) -> Path | None:
+        """Optimizer and schedule, prepared; the state of the latest checkpoint, if any (its path)."""
+        optimizer = build_optimizer(model, self.tcfg)
+        self.scheduler = build_scheduler(optimizer, self.tcfg, self.total_steps)
+        self.model, self.optimizer = self.acc.prepare(model, optimizer)
+        resumed_from = latest_checkpoint(self.ckpt_dir)
+        if resumed_from is not None:
+            st = load_checkpoint(self.acc, resumed_from, scheduler=self.scheduler, config_hash=self.config_hash,
+                                 world=self.world)
+            self.step, self.last_val = int(st["step"]), st.get("val", {})
+        else:
+            # Different dropout masks per process; the model itself is identical (DDP broadcasts rank 0's).
+            torch.manual_seed(self.tcfg.seed * 1000 + self.rank)
+        if self.metrics is not None:
+            self.metrics.log(event="start", step=self.step, total_steps=self.total_steps,
+                             steps_per_epoch=self.steps_per_epoch, examples=len(self.examples),
+                             processes=self.world, resumed_from=str(resumed_from) if resumed_from else None)
+        return resumed_from
+
+    def optimizer_step(self, micro_batches: list[list[int]], window: _Window) -> None:
+        acc, model = self.acc, self.model
+        for gb in micro_batches:
+            rows = [self.examples[i] for i in rank_slice(gb, self.rank, self.world)]
+            batch = _to_device(self.collate(rows), acc.device)
+            with acc.accumulate(model):
+                loss, stats = self.loss_fn(model, batch)
+                acc.backward(loss)
+                if acc.sync_gradients and self.tcfg.max_grad_norm > 0:
+                    gn = acc.clip_grad_norm_(model.parameters(), self.tcfg.max_grad_norm)
+                    self.grad_norm = float(gn) if gn is not None else float("nan")  # DeepSpeed clips inside
+                self.optimizer.step()
+                if acc.sync_gradients and not acc.optimizer_step_was_skipped:
+                    self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+            window.add(loss, batch, stats)
+
+    def log_window(self, w: _Window, bar: Any) -> None:
+        """One metrics line (loss averaged and tokens summed over processes) for the window just ended."""
+        t = torch.tensor([w.loss / max(w.n, 1), float(w.tokens)], device=self.acc.device)
+        mean_loss = float(self.acc.reduce(t[:1], reduction="mean"))
+        tokens = float(self.acc.reduce(t[1:], reduction="sum"))
+        dt = time.perf_counter() - w.t0
+        rec = {"step": self.step, "epoch": round(self.step / self.steps_per_epoch, 4), "loss": round(mean_loss, 5),
+               "lr": self.scheduler.get_last_lr()[0], "grad_norm": round(self.grad_norm, 4),
+               "tokens_per_s": round(tokens / max(dt, 1e-9), 1)}
+        rec.update({f"train_{k}": v / max(w.n, 1) for k, v in w.stats.items() if k != "tokens"})
+        if self.metrics is not None:
+            self.metrics.log(**rec)
+        bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{rec['lr']:.2e}")
+
+    def evaluate_and_checkpoint(self, on_step: Callable[[int], None] | None) -> None:
+        step, tcfg = self.step, self.tcfg
+        epoch_end = step % self.steps_per_epoch == 0
+        if epoch_end or (tcfg.eval_every and step % tcfg.eval_every == 0) or step == self.total_steps:
+            self.last_val = self.run_eval()
+        if on_step is not None:
+            on_step(step)
+        if step < self.total_steps and (epoch_end or (tcfg.save_every and step % tcfg.save_every == 0)):
+            save_checkpoint(self.acc, self.ckpt_dir, model=self.model, optimizer=self.optimizer,
+                            scheduler=self.scheduler, save_model=self.save_model, state=self.state(),
+                            keep=tcfg.keep_checkpoints)
+
+    def run_eval(self) -> dict[str, float]:
         out: dict[str, float] = {}
-        if val_examples:
-            out.update({f"val_{k_}": v for k_, v in evaluate_loss(
-                accelerator, model, val_examples, collate, loss_fn, tcfg.batch_size).items()})
-        if eval_fn is not None:
-            out.update(eval_fn(model))
-        if out and metrics is not None and main:
-            metrics.log(step=step, epoch=round(step / steps_per_epoch, 4), **out)
+        if self.val_examples:
+            out.update({f"val_{k}": v for k, v in evaluate_loss(
+                self.acc, self.model, self.val_examples, self.collate, self.loss_fn, self.tcfg.batch_size).items()})
+        if self.eval_fn is not None:
+            out.update(self.eval_fn(self.model))
+        if out and self.metrics is not None:
+            self.metrics.log(step=self.step, epoch=round(self.step / self.steps_per_epoch, 4), **out)
         return out
 
-    model.train()
-    window_loss, window_n, window_tokens, window_stats = 0.0, 0, 0, {}
-    grad_norm = float("nan")
-    t0 = time.perf_counter()
-    bar = tqdm(total=total_steps, initial=step, desc=desc, disable=not main, dynamic_ncols=True)
-    while step < total_steps:
-        epoch, offset = divmod(step, steps_per_epoch)
-        batches = plan(epoch)
-        for s in range(offset, steps_per_epoch):
-            if step >= total_steps:
-                break
-            for gb in batches[s * k:(s + 1) * k]:
-                batch = _to_device(collate([train_examples[i] for i in rank_slice(gb, rank, world)]), accelerator.device)
-                with accelerator.accumulate(model):
-                    loss, stats = loss_fn(model, batch)
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients and tcfg.max_grad_norm > 0:
-                        gn = accelerator.clip_grad_norm_(model.parameters(), tcfg.max_grad_norm)
-                        grad_norm = float(gn) if gn is not None else float("nan")  # DeepSpeed clips inside
-                    optimizer.step()
-                    if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
-                        scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                window_loss += float(loss.detach())
-                window_n += 1
-                window_tokens += int(batch["n_tokens"]) if "n_tokens" in batch else \
-                    int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
-                for key, v in stats.items():
-                    window_stats[key] = window_stats.get(key, 0.0) + float(v)
-            step += 1
-            bar.update(1)
-            if step % tcfg.log_every == 0 or step == total_steps:
-                t = torch.tensor([window_loss / max(window_n, 1), float(window_tokens)], device=accelerator.device)
-                mean_loss = float(accelerator.reduce(t[:1], reduction="mean"))
-                tokens = float(accelerator.reduce(t[1:], reduction="sum"))
-                dt = time.perf_counter() - t0
-                rec = {"step": step, "epoch": round(step / steps_per_epoch, 4), "loss": round(mean_loss, 5),
-                       "lr": scheduler.get_last_lr()[0], "grad_norm": round(grad_norm, 4),
-                       "tokens_per_s": round(tokens / max(dt, 1e-9), 1)}
-                rec.update({f"train_{k_}": v / max(window_n, 1) for k_, v in window_stats.items() if k_ != "tokens"})
-                if metrics is not None and main:
-                    metrics.log(**rec)
-                bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{rec['lr']:.2e}")
-                window_loss, window_n, window_tokens, window_stats = 0.0, 0, 0, {}
-                t0 = time.perf_counter()
-            epoch_end = step % steps_per_epoch == 0
-            t_pause = time.perf_counter()
-            if epoch_end or (tcfg.eval_every and step % tcfg.eval_every == 0) or step == total_steps:
-                last_val = run_eval()
-            if on_step is not None:
-                on_step(step)
-            if step < total_steps and (epoch_end or (tcfg.save_every and step % tcfg.save_every == 0)):
-                save_checkpoint(accelerator, ckpt_dir, model=model, optimizer=optimizer, scheduler=scheduler,
-                                save_model=save_model, state=state_dict(last_val), keep=tcfg.keep_checkpoints)
-            t0 += time.perf_counter() - t_pause  # tokens/s counts training time only
-    bar.close()
-    if not last_val and (val_examples or eval_fn):
-        last_val = run_eval()
-    _write_folder(accelerator, final_dir, model, save_model, state_dict(last_val, complete=True), resumable=False)
-    if metrics is not None and main:
-        metrics.log(event="end", step=step, final=str(final_dir), **last_val)
-    return FitResult(step=step, total_steps=total_steps, final_dir=final_dir, val=last_val, resumed_from=resumed_from)
+    def state(self, complete: bool = False) -> dict:
+        return {"step": self.step, "epoch": self.step / self.steps_per_epoch, "total_steps": self.total_steps,
+                "steps_per_epoch": self.steps_per_epoch, "config_hash": self.config_hash,
+                "num_processes": self.world, "complete": complete, "val": self.last_val or {}}
+
+    def finish(self, resumed_from: Path | None) -> FitResult:
+        if not self.last_val and (self.val_examples or self.eval_fn):
+            self.last_val = self.run_eval()
+        final_dir = self.ckpt_dir / "final"
+        write_model_folder(self.acc, final_dir, self.model, self.save_model, self.state(complete=True), resumable=False)
+        if self.metrics is not None:
+            self.metrics.log(event="end", step=self.step, final=str(final_dir), **self.last_val)
+        return FitResult(step=self.step, total_steps=self.total_steps, final_dir=final_dir, val=self.last_val,
+                         resumed_from=resumed_from)

@@ -47,10 +47,9 @@ from accelerate.utils import gather_object
 from torch import nn
 from torch.nn import functional as F
 
-from gsmv.artifacts import MetricsLog, RunPaths, list_shards
+from gsmv.artifacts import MetricsLog, RunPaths, list_shards, read_shard
 from gsmv.config import RunConfig, VerifierConfig
 from gsmv.errors import GsmvError
-from gsmv.label import read_columns
 from gsmv.models.verifier import (
     Verifier,
     build_verifier,
@@ -128,7 +127,7 @@ def read_samples(folder: Path, prompts: dict[str, list[int]], split: str, eos_id
     rows = []
     names = ("problem_id", "tokens", "is_correct", "finished", "text")
     for path in list_shards(folder):
-        t = read_columns(path, names)
+        t = read_shard(path, names)
         cols = (t.column(c).to_pylist() for c in names)
         for i, (pid, toks, ok, finished, text) in enumerate(zip(*cols, strict=True)):
             if ok is None:
@@ -481,8 +480,6 @@ def main(cfg: RunConfig, *, on_step: Callable[[int], None] | None = None) -> dic
                 train_positive_rate=positives / n_value, truncated=n_cut, val_examples=len(val_ex), head=vcfg.head,
                 level=vcfg.level, loss=vcfg.loss, lm_weight=vcfg.lm_weight, lm_data=vcfg.lm_data,
                 labels=vcfg.labels, samples_with_wrong_steps=n_wrong_steps)
-    data_key = {"data": {k: getattr(cfg.data, k) for k in ("source", "val_size", "val_seed", "train_limit")},
-                "init": init_desc, "examples": len(train_ex), "positives": positives}
     eval_fn = make_eval_fn(accelerator, val_rows, batch_size=vcfg.batch_size, pad_id=pad_id,
                            max_len=max_len) if val_rows else None
     result = fit(
@@ -493,7 +490,7 @@ def main(cfg: RunConfig, *, on_step: Callable[[int], None] | None = None) -> dic
         collate=collate,
         loss_fn=make_loss_fn(vcfg),
         ckpt_dir=paths.verifier,
-        config_hash=train_hash(vcfg, cfg.model, data_key),
+        config_hash=train_hash(cfg, vcfg, init=init_desc, examples=len(train_ex), positives=positives),
         save_model=verifier_saver(tok, card={"kind": "verifier", "base": init_desc, "extra": {
             "labels": vcfg.labels, "head": vcfg.head, "level": vcfg.level, "loss": vcfg.loss, "data": cfg.data.source,
             "dataset": "openai/gsm8k" if cfg.data.source == "gsm8k" else None}}),

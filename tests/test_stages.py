@@ -1,14 +1,14 @@
-"""The pipeline's config hashes decide what is redone: check they follow the data flow."""
+"""Stage hashes decide what is redone: check they follow the data flow (gsmv.stages), and stage selection."""
 
 import pytest
 
-from gsmv import pipeline
+from gsmv import pipeline, stages
 from gsmv.config import load_config
 from gsmv.errors import GsmvError
 
 
 def changed(a, b):
-    ha, hb = pipeline.stage_hashes(a), pipeline.stage_hashes(b)
+    ha, hb = stages.stage_hashes(a), stages.stage_hashes(b)
     return {k for k in ha if ha[k] != hb[k]}
 
 
@@ -39,17 +39,31 @@ def test_n_train_change_keeps_generator_and_test_samples():
 
 def test_finetune_change_redoes_everything():
     base = load_config("smoke")
-    assert changed(base, load_config("smoke", ["finetune.lr=0.1"])) == set(pipeline.STAGE_NAMES)
+    assert changed(base, load_config("smoke", ["finetune.lr=0.1"])) == set(stages.STAGE_NAMES)
 
 
 def test_a_later_key_at_its_default_keeps_the_hashes_of_runs_made_before_it():
-    from gsmv.config import LATER_KEYS, hash_dict, to_dict
+    from gsmv.config import hash_dict, to_dict
 
     base = load_config("smoke")
     assert "rank_weight" in to_dict(base.verifier) and "rank_weight" not in hash_dict(base.verifier)
-    assert LATER_KEYS["rank_weight"] == base.verifier.rank_weight
+    assert "rank_weight" in hash_dict(load_config("smoke", ["verifier.rank_weight=0.5"]).verifier)
     assert changed(base, load_config("smoke", ["verifier.rank_weight=0.5"])) == {
         "train-verifier", "score", "search", "evaluate", "report"}
+
+
+@pytest.mark.parametrize("override", ["verifier.pack_tokens=0", "sample.batch_size=7", "search.batch_size=3",
+                                      "sample.gpu_memory_utilization=0.5", "search.enabled=true"])
+def test_speed_only_fields_are_in_no_stage_hash(override):
+    assert changed(load_config("smoke"), load_config("smoke", [override])) == set()
+
+
+def test_cadence_fields_are_in_the_stage_hash_but_not_the_training_hash():
+    from gsmv.train.loop import train_hash
+
+    base, other = load_config("smoke"), load_config("smoke", ["verifier.save_every=7"])
+    assert changed(base, other) == {"train-verifier", "score", "search", "evaluate", "report"}
+    assert train_hash(base, base.verifier) == train_hash(other, other.verifier)
 
 
 def test_report_only_change():
@@ -67,11 +81,11 @@ def test_ablation_presets_share_upstream_with_their_base(base, ablations):
 
     if base.startswith("gsm8k") and not (data_dir(load_config(base)) / "train.jsonl").is_file():
         pytest.skip("GSM8K not found locally")
-    ref = pipeline.stage_hashes(load_config(base))
+    ref = stages.stage_hashes(load_config(base))
     for name in ablations:
         cfg = load_config(name)
         assert cfg.reuse_from == f"runs/{base}"
-        h = pipeline.stage_hashes(cfg)
+        h = stages.stage_hashes(cfg)
         for stage in ("finetune", "sample-train", "sample-val", "label", "sample-test", "sample-test-greedy"):
             assert h[stage] == ref[stage], (name, stage)
         assert h["train-verifier"] != ref["train-verifier"]
@@ -82,15 +96,15 @@ def test_data_content_is_part_of_the_hashes(tmp_path, tiny_data_dir):
 
     shutil.copytree(tiny_data_dir, tmp_path / "d")
     cfg = load_config("smoke", [f"data.dir={tmp_path / 'd'}"])
-    before = pipeline.stage_hashes(cfg)
+    before = stages.stage_hashes(cfg)
     test = tmp_path / "d" / "test.jsonl"
     test.write_text(test.read_text().replace("apples", "pears"))
-    after = pipeline.stage_hashes(cfg)
+    after = stages.stage_hashes(cfg)
     assert after["finetune"] == before["finetune"]  # train is unchanged: the generator stays
     assert after["sample-test"] != before["sample-test"] and after["evaluate"] != before["evaluate"]
     train = tmp_path / "d" / "train.jsonl"
     train.write_text(train.read_text().replace("apples", "pears"))
-    assert pipeline.stage_hashes(cfg)["finetune"] != after["finetune"]
+    assert stages.stage_hashes(cfg)["finetune"] != after["finetune"]
 
 
 def test_stage_selection():
@@ -110,17 +124,17 @@ def test_run_seed_redoes_every_seeded_stage_and_reaches_the_stages(tmp_path, tin
     replicate = load_config("smoke", [f"data.dir={tiny_data_dir}", "seed=3"])
     # Run seed 0 is the seeds as written: hashes made before the run seed was read stay valid.
     assert with_run_seed(base) is base
-    assert pipeline.stage_hashes(replicate) != pipeline.stage_hashes(base)
-    assert pipeline.stage_hashes(replicate) == pipeline.stage_hashes(with_run_seed(replicate))
+    assert stages.stage_hashes(replicate) != stages.stage_hashes(base)
+    assert stages.stage_hashes(replicate) == stages.stage_hashes(with_run_seed(replicate))
     # Each seeded stage's own key changes, not only through the generator it follows.
     only_sampling = load_config("smoke", [f"data.dir={tiny_data_dir}", "seed=3", "finetune.seed=-1"])
     fixed_ft = load_config("smoke", [f"data.dir={tiny_data_dir}",
                                      f"finetune.seed={with_run_seed(only_sampling).finetune.seed}"])
-    assert pipeline.stage_hashes(only_sampling)["finetune"] == pipeline.stage_hashes(fixed_ft)["finetune"]
-    assert changed(only_sampling, fixed_ft) == set(pipeline.STAGE_NAMES) - {"finetune", "sample-test-greedy"}
+    assert stages.stage_hashes(only_sampling)["finetune"] == stages.stage_hashes(fixed_ft)["finetune"]
+    assert changed(only_sampling, fixed_ft) == set(stages.STAGE_NAMES) - {"finetune", "sample-test-greedy"}
 
     seen = []
-    monkeypatch.setattr(pipeline._BY_NAME["finetune"], "fn", lambda c: seen.append(c))
+    monkeypatch.setattr("gsmv.train.finetune.main", lambda c: seen.append(c))
     out = load_config("smoke", [f"data.dir={tiny_data_dir}", "seed=3", f"out_dir={tmp_path}"])
     pipeline.run(out, until="finetune", log=lambda _: None)
     assert [c.finetune.seed for c in seen] == [with_run_seed(out).finetune.seed]
@@ -134,7 +148,7 @@ def test_shipped_presets_keep_their_stage_hashes():
     from pathlib import Path
 
     from gsmv.config import load_config
-    from gsmv.pipeline import stage_hashes
+    from gsmv.stages import stage_hashes
 
     golden = json.loads((Path(__file__).parent / "assets" / "stage_hashes.json").read_text())
     assert len(golden) >= 15

@@ -1,0 +1,114 @@
+"""How results are named and printed: the one table of metric labels, number formats and the text table.
+
+Shared by evaluate (`gsmv evaluate` prints format_table), the report (report.md, its comparison of runs and
+the plots' legends) and the CLI. Labels may hold "{n}", the samples per problem; label() fills it in (or
+writes "N" when no count is given, for curves over N).
+"""
+
+from __future__ import annotations
+
+# The long label of each metric of results.json["metrics"] and of each curve of results.json["curves"].
+METRIC_LABELS = {
+    "test@1": "test@1 (greedy)",
+    "pass@1": "pass@1 (one sample)",
+    "majority_vote": "majority vote over {n}",
+    "best_of_n": "verifier best-of-{n}",
+    "oracle": "coverage (oracle pass@{n})",
+    "verifier_auc": "verifier AUC (pooled)",
+    "verifier_auc_within": "verifier AUC (within problem)",
+    "test@1_lm_eval_strict": "test@1, lm-eval strict-match",
+    "test@1_lm_eval_flexible": "test@1, lm-eval flexible-extract",
+    "pass@1_strict": "pass@1, right steps too",
+    "best_of_n_strict": "best-of-{n}, right steps too",
+    "false_positive_rate": "right answer, wrong step",
+    "best_of_n_false_positive": "best-of-{n} right, wrong step",
+    "pass_at_k": "pass@{n}",
+    "top_k_voting": "top-k voting",
+}
+# Short labels, where space is tight: the comparison table's columns, the text table's curve lines, legends
+# that prefix a run's name.
+SHORT_LABELS = {
+    "test@1": "test@1",
+    "pass@1": "pass@1",
+    "majority_vote": "majority vote",
+    "best_of_n": "best-of-{n}",
+    "oracle": "coverage",
+    "verifier_auc": "AUC",
+    "pass_at_k": "pass@k",
+    "top_k_voting": "top-k voting",
+}
+# The paper's released results (gsmv.evaluate.REFERENCE_MODELS).
+REFERENCE_LABELS = {
+    "6b_finetuning": "paper 6B finetuning (test@1)",
+    "6b_verification": "paper 6B verification (best-of-100)",
+    "175b_finetuning": "paper 175B finetuning (test@1)",
+    "175b_verification": "paper 175B verification (best-of-100)",
+}
+# Metrics that need step-level truth: left out of the table when null (tasks without it).
+STEP_METRICS = ("pass@1_strict", "best_of_n_strict", "false_positive_rate", "best_of_n_false_positive")
+# Diagnostics that are not accuracies: printed as 0.xxx, not percent.
+NOT_PERCENT = ("verifier_auc", "verifier_auc_within")
+# The text table's curve lines, in order.
+TABLE_CURVES = ("best_of_n", "majority_vote", "pass_at_k", "top_k_voting")
+
+
+def label(name: str, n: int | None = None, short: bool = False) -> str:
+    """The metric's (or curve's) label with n samples per problem ("N" when n is None); unknown names as given."""
+    table = SHORT_LABELS if short and name in SHORT_LABELS else METRIC_LABELS
+    return table.get(name, name).replace("{n}", "N" if n is None else str(n))
+
+
+def pct(x: float | None) -> str:
+    return "-" if x is None else f"{100.0 * x:.1f}"
+
+
+def fmt_metric(name: str, m: dict | None) -> tuple[str, str]:
+    """(value, CI) as printed: percent with one decimal for accuracies, 0.xxx for AUCs."""
+    if m is None or m.get("value") is None:
+        return "absent", ""
+    if name in NOT_PERCENT:
+        return f"{m['value']:.3f}", ""
+    ci = "" if m.get("ci_low") is None else f"[{pct(m['ci_low'])}, {pct(m['ci_high'])}]"
+    return f"{pct(m['value'])}%", ci
+
+
+def _reference_table(results: dict) -> str:
+    lines = [f"paper reference: {results['source']} ({results['n_problems']} problems, 95% bootstrap CI)"]
+    for m, metric in results["models"].items():
+        v, ci = fmt_metric(m, metric)
+        lines.append(f"  {REFERENCE_LABELS.get(m, m):<40} {v:>7}  {ci}")
+    return "\n".join(lines)
+
+
+def _budget_lines(b: dict) -> list[str]:
+    lines = [f"  equal budget ({b['problems']} problems; accuracy at generated tokens per problem):"]
+    for name, cur in b["strategies"].items():
+        pts = "  ".join(f"{cur['param']}={x} {t:.0f}tok:{pct(v)}"
+                        for x, t, v in zip(cur["x"], cur["tokens"], cur["value"], strict=True))
+        lines.append(f"    {name:<13} {pts}")
+    return lines
+
+
+def format_table(results: dict) -> str:
+    """A compact text table of a results.json (or of gsmv.evaluate.evaluate_reference's dict)."""
+    if results.get("kind") == "reference":
+        return _reference_table(results)
+    n = results["n_samples"]
+    lines = [f"{results.get('run', 'run')}: {results['split']}, {results['n_problems']} problems x {n} samples "
+             f"(95% bootstrap CI, {results['bootstrap']['resamples']} resamples)"]
+    for name, metric in results["metrics"].items():
+        if (name in STEP_METRICS or name.startswith("test@1_lm_eval")) and metric is None:  # not measurable here
+            continue
+        if name.startswith("maj@"):  # the field's name of majority_vote, printed on that line
+            continue
+        text = label(name, n) + (f" (maj@{n})" if name == "majority_vote" else "")
+        v, ci = fmt_metric(name, metric)
+        lines.append(f"  {text:<32} {v:>7}  {ci}")
+    for key in TABLE_CURVES:
+        cur = results["curves"].get(key)
+        if cur:
+            pts = "  ".join(f"{x}:{pct(v)}" for x, v in zip(cur["x"], cur["value"], strict=True))
+            lines.append(f"  {label(key, short=True):<13} {pts}")
+    if results.get("budget"):
+        lines += _budget_lines(results["budget"])
+    return "\n".join(lines)
