@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--redo", action="append", choices=STAGE_NAMES, metavar="STAGE",
                    help="delete STAGE's outputs and those of every stage downstream of it, then run them again "
                         "(repeatable)")
+    p = sub.add_parser("config", help="every config key with its value and what it does (the keys key=value overrides take)")
+    _add_common(p)
     p = sub.add_parser("make-data", help="write the preset's train.jsonl and test.jsonl (GSM8K format) to a folder")
     _add_common(p)
     p.add_argument("--out", required=True, metavar="DIR", help="folder to write train.jsonl and test.jsonl into")
@@ -148,7 +150,11 @@ def main(argv: list[str] | None = None) -> int:
         overrides = list(args.overrides) + (["search.enabled=true"] if args.command == "search" else [])
         cfg = load_config(args.config, overrides)
         setup_threads(cfg)
-        if args.command == "make-data":
+        if args.command == "config":
+            from gsmv.config import describe
+
+            print(describe(cfg))
+        elif args.command == "make-data":
             _make_data(cfg, args.out)
         elif args.command == "run":
             pipeline.run(cfg, start=args.start, until=args.until, redo=args.redo)
