@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config, overrides)
         setup_threads(cfg)
         if args.command == "config":
-            from gsmv.config import describe
+            from gsmv.config_doc import describe
 
             print(describe(cfg))
         elif args.command == "make-data":
