@@ -114,6 +114,10 @@ def test_run_seed_mixes_into_every_stage_seed_but_data_and_bootstrap():
     ("threads=-3", "'threads' is -3: must be >= 0"),
     ("verifier.pack_tokens=-1", "'verifier.pack_tokens' must be >= 0"),
     ("verifier.group_samples=-2", "'verifier.group_samples' must be >= 0"),
+    ("sample.n_test=100000", "'sample.n_test' is 100,000: at most 10,000 samples per problem"),
+    ("sample.max_new_tokens=1000000", "at most 8,192 tokens a solution"),
+    ("search.beams=[1,5000]", "distinct beam counts in 1..1,024"),
+    ("search.expansions=100000", "at most 256 lines per beam"),
 ])
 def test_knobs_out_of_range_are_refused_at_once(override, expected):
     with pytest.raises(GsmvError, match=expected.replace("(", r"\(")):

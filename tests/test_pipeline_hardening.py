@@ -130,10 +130,11 @@ def test_score_shard_with_missing_rows_is_scored_again(runs, capsys):
 
 def test_stage_command_after_damage_stops_with_a_fix_that_works(runs, capsys):
     (runs / "t" / "scores/test/shard-00001.parquet").unlink()
-    rc, _, err = gsmv(capsys, "evaluate", *args(runs))
+    rc, out, err = gsmv(capsys, "evaluate", *args(runs))
     assert rc == 2
     one_line_error(err)
     assert "needs 'score'" in err
+    assert "[score] outputs incomplete" in out and "runs again" not in out  # what `gsmv evaluate` does not do
     flags = fix_flags(err)
     assert flags == ["--from", "score", "--until", "evaluate"]
     rc, out, err = gsmv(capsys, "run", *flags, *args(runs))

@@ -279,6 +279,19 @@ def _key_error(schema: Any, full_key: str) -> GsmvError:
 
 
 MAX_SYNTH_PROBLEMS = 5_000_000
+# Upper bounds of the knobs that set an amount of work, checked before any work starts. The paper samples 100
+# per problem; evaluate holds every test sample's answer and score in memory ([problems, N] arrays: 1,319 x
+# 3,200 took 1.8 GiB, BENCHMARKS.md), and gsmv solve has the same bound on --n.
+WORK_LIMITS: dict[str, tuple[int, str]] = {
+    "sample.n_train": (10_000, "samples per problem"),
+    "sample.n_val": (10_000, "samples per problem"),
+    "sample.n_test": (10_000, "samples per problem (evaluate holds them all in memory)"),
+    "sample.max_new_tokens": (8_192, "tokens a solution (GSM8K's are under 400; the KV cache grows with it)"),
+    "search.expansions": (256, "lines per beam"),
+    "search.max_steps": (256, "solution lines"),
+    "search.step_tokens": (8_192, "tokens a line"),
+}
+MAX_BEAMS = 1_024
 
 
 def _fail(key: str, value: Any, must: str) -> GsmvError:
@@ -304,6 +317,10 @@ def _check(cfg: RunConfig) -> None:
             raise GsmvError(f"config key '{key}' must be > 0")
     if cfg.threads < 0:
         raise GsmvError(f"config key 'threads' is {cfg.threads}: must be >= 0 (0 = torch's default)")
+    for key, (limit, unit) in WORK_LIMITS.items():
+        sect, name = key.split(".")
+        if getattr(getattr(cfg, sect), name) > limit:
+            raise GsmvError(f"config key '{key}' is {getattr(getattr(cfg, sect), name):,}: at most {limit:,} {unit}")
     _check_synth(cfg.data.synth)
     _check_verifier(cfg.verifier, cfg.data.source)
     _check_sampling(cfg.sample, cfg.search)
@@ -354,8 +371,8 @@ def _check_verifier(v: VerifierConfig, source: str) -> None:
 
 def _check_sampling(sample: SampleConfig, search: SearchConfig) -> None:
     beams = list(search.beams)
-    if not beams or any(k <= 0 for k in beams) or len(set(beams)) != len(beams):
-        raise GsmvError(f"config key 'search.beams' is {beams}: it must list distinct beam counts > 0")
+    if not beams or any(k <= 0 or k > MAX_BEAMS for k in beams) or len(set(beams)) != len(beams):
+        raise GsmvError(f"config key 'search.beams' is {beams}: it must list distinct beam counts in 1..{MAX_BEAMS:,}")
     if search.problems < 0:
         raise GsmvError("config key 'search.problems' must be >= 0 (0 = every test problem)")
     if search.temperature < 0 or not 0.0 < search.top_p <= 1.0:

@@ -207,7 +207,7 @@ def _prepare(cfg: RunConfig, paths: RunPaths, names: list[str], hashes: dict[str
     _remove_partial_writes(paths.root)
     manifest = Manifest(paths.manifest)
     enabled = enabled_stages(cfg)
-    _repair(cfg, paths, manifest, enabled, hashes, log)
+    _repair(cfg, paths, manifest, enabled, hashes, log, names)
     for n in redo:
         manifest.data["stages"].pop(n, None)  # in memory until the plan is accepted
     _check_plan(cfg, paths, manifest, names, hashes, enabled, redo)
@@ -226,7 +226,7 @@ def _prepare(cfg: RunConfig, paths: RunPaths, names: list[str], hashes: dict[str
 
 
 def _repair(cfg: RunConfig, paths: RunPaths, manifest: Manifest, enabled: list[str], hashes: dict[str, str],
-            log: Callable[[str], None]) -> None:
+            log: Callable[[str], None], names: list[str]) -> None:
     """A finished stage whose outputs are missing or damaged is not done any more: delete the damaged parts
     (the stage skips what exists, so it remakes exactly the rest) and mark it and its downstream stages
     not done (they ran on the old outputs; rerunning them is cheap where their own outputs are whole)."""
@@ -243,7 +243,10 @@ def _repair(cfg: RunConfig, paths: RunPaths, manifest: Manifest, enabled: list[s
         if not damage:
             continue
         more = f" (and {len(damage) - 1} more)" if len(damage) > 1 else ""
-        log(f"[{s.name}] outputs incomplete: {damage[0][1]}{more}; the stage runs again")
+        # Outside the selected stages (`gsmv evaluate` after a damaged score shard) the plan check then says
+        # which command remakes it.
+        then = "the stage runs again" if s.name in names else "a run that includes this stage remakes it"
+        log(f"[{s.name}] outputs incomplete: {damage[0][1]}{more}; {then}")
         links = [p for p in s.outputs(paths) if p.is_symlink()]
         if links:  # linked from cfg.reuse_from: drop the links, never touch the other run's files
             for p in links:
