@@ -266,7 +266,7 @@ def _refused(manifest: Manifest, name: str, hashes: dict[str, str], paths: RunPa
         any(p.exists() or p.is_symlink() for p in stage.all_writes(paths))
 
 
-def _fix(manifest: Manifest, paths: RunPaths, hashes: dict[str, str], enabled: list[str], first: str,
+def _fix_command(manifest: Manifest, paths: RunPaths, hashes: dict[str, str], enabled: list[str], first: str,
          last: str, redo: set[str]) -> str:
     """A `gsmv run` command that runs the stages first..last, redoing those holding another config's work
     (and those the user asked to redo)."""
@@ -293,7 +293,7 @@ def _check_plan(cfg: RunConfig, paths: RunPaths, manifest: Manifest, names: list
         raise GsmvError(
             f"{paths.manifest}: stage '{n}' was run with a different config (hash {manifest.get(n).get('hash')}, "
             f"now {hashes[n]}; its work: {written}); use another run name, or redo it: "
-            f"{_fix(manifest, paths, hashes, enabled, names[0], names[-1], redo)}")
+            f"{_fix_command(manifest, paths, hashes, enabled, names[0], names[-1], redo)}")
     will_run: set[str] = set()
     for name in names:
         for up in BY_NAME[name].after:
@@ -303,7 +303,7 @@ def _check_plan(cfg: RunConfig, paths: RunPaths, manifest: Manifest, names: list
                 first = next(n for n in enabled if n in need and not manifest.is_done(n, hashes[n]))
                 why = "redone for this config" if manifest.get(up).get("hash") not in (None, hashes[up]) else ""
                 raise GsmvError(f"{paths.root}: stage '{name}' needs '{up}' {why or 'first'} "
-                                f"({_fix(manifest, paths, hashes, enabled, first, names[-1], redo)})")
+                                f"({_fix_command(manifest, paths, hashes, enabled, first, names[-1], redo)})")
         will_run.add(name)
 
 

@@ -223,7 +223,7 @@ def test_filters_and_search_through_the_url_hash(site, tmp_path):
 @pytest.mark.browser
 @browser
 def test_hostile_text_is_shown_as_text(tmp_path):
-    payload = {"run": "x", "n_problems": 1, "n_samples": 1, "shown_problems": 1, "headline": {},
+    payload = {"run": "x", "n_problems": 1, "n_samples": 1, "shown_problems": 1, "headline": [],
                "problems": [{"id": "test-00000", "q": "</script><img src=x onerror=alert(1)>", "ref": "1",
                              "sol": "#### 1", "cat": "none", "n": 1, "nc": 0, "g": None, "rest": [],
                              "s": [{"r": 1, "i": 0, "a": None, "ok": 0, "sc": 0.5, "t": "<b>bold</b>"}]}]}
@@ -246,3 +246,16 @@ def test_screenshot_is_not_blank(site, tmp_path):
     assert img.std() > 10
     # text, badges and token colours: many distinct colours, not one background
     assert len(np.unique(img.reshape(-1, 3)[::7], axis=0)) > 50
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node (a syntax check of the viewer's script)")
+def test_the_viewers_script_parses(tmp_path):
+    # Without chromium the browser tests skip; node still catches a script that would not run at all.
+    from gsmv.report.html import render_html
+
+    payload = {"run": "x", "n_problems": 1, "n_samples": 1, "shown_problems": 0,
+               "headline": [["test@1 (greedy)", 0.25]], "problems": []}
+    scripts = re.findall(r"<script>(.*?)</script>", render_html(payload), re.S)
+    assert scripts
+    (tmp_path / "viewer.js").write_text("\n".join(scripts))
+    subprocess.run(["node", "--check", str(tmp_path / "viewer.js")], check=True)

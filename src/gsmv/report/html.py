@@ -26,6 +26,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from gsmv.artifacts import RunPaths
+from gsmv.formatting import label
 
 log = logging.getLogger(__name__)
 
@@ -248,8 +249,9 @@ def viewer_data(data: Any, results: dict, *, max_problems: int = 300, max_sample
                          "cat": "right" if top_ok else ("wrong" if correct.any() else "none"),
                          "n": n, "nc": int(correct.sum()), "g": greedy, "s": samples, "rest": rest})
     metrics = results.get("metrics", {})
-    headline = {m: (metrics.get(m) or {}).get("value") for m in ("test@1", "pass@1", "majority_vote", "best_of_n",
-                                                                   "oracle")}
+    # [label, value] pairs, the labels from gsmv.formatting (the viewer's script has none of its own).
+    headline = [[label(m, n), (metrics.get(m) or {}).get("value")]
+                for m in ("test@1", "pass@1", "majority_vote", "best_of_n", "oracle")]
     return {"run": run_name or results.get("run", ""), "n_problems": P, "n_samples": n,
             "shown_problems": len(problems), "headline": headline, "problems": problems}
 
@@ -433,15 +435,10 @@ _JS = r"""
 
   function init() {
     document.title = "gsmv viewer: " + D.run;
-    const h = D.headline;
     document.getElementById("summary").append(
       el("span", {}, "run ", el("b", {}, D.run)),
       el("span", {}, D.n_problems + " problems \u00d7 " + D.n_samples + " samples"),
-      el("span", {}, "test@1 ", el("b", {}, pct(h["test@1"]))),
-      el("span", {}, "pass@1 ", el("b", {}, pct(h["pass@1"]))),
-      el("span", {}, "majority vote ", el("b", {}, pct(h.majority_vote))),
-      el("span", {}, "verifier best-of-" + D.n_samples + " ", el("b", {}, pct(h.best_of_n))),
-      el("span", {}, "oracle ", el("b", {}, pct(h.oracle))));
+      ...D.headline.map(([name, v]) => el("span", {}, name + " ", el("b", {}, pct(v)))));
     const counts = {all: D.problems.length, right: 0, wrong: 0, none: 0};
     for (const p of D.problems) counts[p.cat] += 1;
     for (const b of document.querySelectorAll("#filters button")) {
