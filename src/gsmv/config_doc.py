@@ -3,11 +3,13 @@ the block right above it) is its help, and its metadata says which hashes see it
 
 from __future__ import annotations
 
+import ast
+import inspect
+import io
 import json
+import tokenize
 from dataclasses import fields
 from typing import Any
-
-from omegaconf import OmegaConf
 
 from gsmv.config import RunConfig
 
@@ -15,11 +17,6 @@ from gsmv.config import RunConfig
 def field_help(cls: type) -> dict[str, str]:
     """Each field's help: the comment on its line, else the comment block right above it, in the dataclass's source
     (and its bases')."""
-    import ast
-    import inspect
-    import io
-    import tokenize
-
     out: dict[str, str] = {}
     for klass in reversed([k for k in cls.__mro__ if hasattr(k, "__dataclass_fields__")]):
         lines, _ = inspect.getsourcelines(klass)
@@ -55,9 +52,7 @@ def describe(cfg: RunConfig) -> str:
                 continue
             mark = {"never": " [speed only: in no hash]", "stage": " [cadence: a run may resume with another value]"}
             note = helps.get(f.name, "") + mark.get(f.metadata.get("hash", ""), "")
-            shown = json.dumps(OmegaConf.to_container(OmegaConf.create({"v": value}))["v"]) \
-                if isinstance(value, list | tuple) else json.dumps(value)
-            rows.append(f"{prefix}{f.name}={shown}" + (f"  # {note.strip()}" if note.strip() else ""))
+            rows.append(f"{prefix}{f.name}={json.dumps(value)}" + (f"  # {note.strip()}" if note.strip() else ""))
 
     walk(cfg, "")
     return "\n".join(rows)

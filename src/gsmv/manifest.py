@@ -23,6 +23,10 @@ class Status(StrEnum):
     STALE = "stale"  # was done on upstream outputs that were remade since: runs again (cheaply where whole)
 
 
+def _done(rec: Any, want: str) -> bool:
+    return isinstance(rec, dict) and rec.get("status") == Status.DONE and rec.get("hash") == want
+
+
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -50,8 +54,7 @@ class Manifest:
 
     def is_done(self, stage: str, want: str) -> bool:
         """Recorded done for the config hash `want` (whether its outputs are whole is the stage's check)."""
-        rec = self.get(stage)
-        return rec.get("status") == Status.DONE and rec.get("hash") == want
+        return _done(self.get(stage), want)
 
 
 def is_current(cfg: RunConfig, stage: str) -> bool:
@@ -61,4 +64,4 @@ def is_current(cfg: RunConfig, stage: str) -> bool:
 
     data = read_json_or_none(RunPaths(cfg.run_dir).manifest)
     rec = data.get("stages", {}).get(stage) if isinstance(data, dict) else None
-    return isinstance(rec, dict) and rec.get("status") == Status.DONE and rec.get("hash") == stage_hashes(cfg)[stage]
+    return _done(rec, stage_hashes(cfg)[stage])

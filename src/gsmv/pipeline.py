@@ -77,8 +77,7 @@ def _reuse(cfg: RunConfig, stage: Stage, want: str, paths: RunPaths, manifest: M
     base = RunPaths(cfg.reuse_from)
     if not base.manifest.exists():
         raise GsmvError(f"reuse_from={cfg.reuse_from}: no manifest.json there")
-    other = Manifest(base.manifest).get(stage.name)
-    if other.get("status") != Status.DONE or other.get("hash") != want:
+    if not Manifest(base.manifest).is_done(stage.name, want):
         return False
     if stage.damage(base, cfg):
         return False  # that run's copy is incomplete: do it here

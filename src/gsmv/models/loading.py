@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedModel
 
+from gsmv.artifacts import safetensors_ok
 from gsmv.config import ModelConfig, RunConfig
 from gsmv.errors import GsmvError
 from gsmv.models.tokenizer import check_tokenizer
@@ -279,8 +280,6 @@ def check_model_folder(folder: Path, verifier: bool = False) -> list:
     """What is damaged in a model folder the training loop finished (the pipeline's check of finetune and
     train-verifier): config.json, the tokenizer and whole weights (+ the verifier's head files). A damaged folder
     is deleted as a whole: the training loop then writes it again from its last checkpoint."""
-    from gsmv.artifacts import safetensors_ok
-
     if not folder.is_dir():
         return [(None, f"{folder} is missing")]
     # tokenizer_config.json: save_pretrained writes it for every tokenizer (the other tokenizer files vary by model).
