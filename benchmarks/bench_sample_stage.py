@@ -2,6 +2,7 @@
 
     python benchmarks/bench_sample_stage.py --run runs/synth                        # every split, batch 256 and 1024
     python benchmarks/bench_sample_stage.py --run runs/synth --splits test --problems 60 --batch-sizes 256 1024
+    python benchmarks/bench_sample_stage.py --run runs/synth --splits train --problems 60 --per-problem 10 32 100
 
 For each split (train, val, test as `gsmv sample` reads them: the same problems, samples per problem,
 temperature, calculator and per-request seeds) and each batch size, the run's generator samples the first
@@ -27,8 +28,9 @@ from gsmv.sample import make_sampler, split_settings
 from gsmv.sampling.base import Request, request_seed
 
 
-def requests(cfg, split: str, sampler, problems: int) -> list[Request]:
+def requests(cfg, split: str, sampler, problems: int, per_problem: int = 0) -> list[Request]:
     source, n, _ = split_settings(cfg, split)
+    n = per_problem or n
     probs = load_split(cfg, source)
     if split == "train" and cfg.sample.train_problems > 0:
         probs = probs[: cfg.sample.train_problems]
@@ -45,26 +47,29 @@ def main() -> None:
     ap.add_argument("--splits", nargs="+", default=["train", "val", "test"], choices=["train", "val", "test"])
     ap.add_argument("--problems", type=int, default=0, help="the first K problems of each split (0 = all)")
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[256, 1024])
+    ap.add_argument("--per-problem", type=int, nargs="+", default=[0],
+                    help="samples per problem (0 = the split's own setting); with several, each runs at every batch size")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cfg = load_config(args.run / "config.yaml")
     model_dir = args.run / "generator" / "final"
     print(f"# {args.run}: sample stage's sampler, threads={torch.get_num_threads()}, torch {torch.__version__}")
-    print("| split | batch | samples | tokens | seconds | tokens/s | vs first batch size |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| split | per problem | batch | samples | tokens | seconds | samples/s | tokens/s | vs first batch size |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for split in args.splits:
-        first = None
-        for bs in args.batch_sizes:
-            _, _, params = split_settings(cfg, split)
-            sampler = make_sampler(cfg, model_dir, params, batch_size=bs)
-            reqs = requests(cfg, split, sampler, args.problems)
-            t0 = time.perf_counter()
-            n_tok = sum(s.n_tokens for s in sampler.generate(reqs))
-            dt = time.perf_counter() - t0
-            first = first or dt
-            print(f"| {split} | {bs} | {len(reqs):,} | {n_tok:,} | {dt:.1f} | {n_tok / dt:,.0f} | "
-                  f"{first / dt:.2f}x |", flush=True)
+        for per in args.per_problem:
+            first = None
+            for bs in args.batch_sizes:
+                _, n, params = split_settings(cfg, split)
+                sampler = make_sampler(cfg, model_dir, params, batch_size=bs)
+                reqs = requests(cfg, split, sampler, args.problems, per)
+                t0 = time.perf_counter()
+                n_tok = sum(s.n_tokens for s in sampler.generate(reqs))
+                dt = time.perf_counter() - t0
+                first = first or dt
+                print(f"| {split} | {per or n} | {bs} | {len(reqs):,} | {n_tok:,} | {dt:.1f} | {len(reqs) / dt:,.0f} | "
+                      f"{n_tok / dt:,.0f} | {first / dt:.2f}x |", flush=True)
 
 
 if __name__ == "__main__":

@@ -94,14 +94,16 @@ def plot(out: str, logs: list[str]) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for path in logs:
         recs = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-        name = Path(path).parent.name
-        x = np.array([max(r["examples"], 1) for r in recs])
+        name = Path(path).parent.name if Path(path).name == "curve.jsonl" else Path(path).stem  # runs/ or docs/ copies
+        recs = [r for r in recs if r["examples"] > 0]  # the untrained start has no place on a log axis
+        x = np.array([r["examples"] for r in recs])
         line, = axes[0].plot(x, [r["val_auc_within"] for r in recs], marker="o", ms=3, label=f"{name} val")
         axes[0].plot(x, [r["fit_auc_within"] for r in recs], ls="--", color=line.get_color(), label=f"{name} fit")
         axes[1].plot(x, [100 * r["val_best_of_n"] for r in recs], marker="o", ms=3, color=line.get_color(), label=name)
+    axes[0].axhline(0.5, color="grey", lw=0.8)
     axes[0].set(xscale="log", xlabel="value examples seen", ylabel="within-problem AUC",
                 title="ranking one problem's samples (dashed: its own training samples)")
-    axes[1].set(xscale="log", xlabel="value examples seen", ylabel="val best-of-N (%)", title="val best-of-N")
+    axes[1].set(xscale="log", xlabel="value examples seen", ylabel="val best-of-N (%)", title="val best-of-N (N: the run's val samples a problem)")
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)

@@ -171,7 +171,7 @@ class VerifierConfig(TrainConfig):
     group_samples: int = added_later(0)
     # Shared-prompt packing (gsmv.train.packing) into rows of at most this many tokens; 0 = one example a row,
     # padded (for models whose attention takes no 4D mask). Same losses, so speed only.
-    pack_tokens: int = speed_only(512)
+    pack_tokens: int = speed_only(256)
 
 
 @dataclass
