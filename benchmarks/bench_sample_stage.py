@@ -28,9 +28,9 @@ from gsmv.sample import make_sampler, split_settings
 from gsmv.sampling.base import Request, request_seed
 
 
-def requests(cfg, split: str, sampler, problems: int, per_problem: int = 0) -> list[Request]:
-    source, n, _ = split_settings(cfg, split)
-    n = per_problem or n
+def requests(cfg, split: str, sampler, problems: int, n: int) -> list[Request]:
+    """n samples of each of the split's first `problems` problems (0 = all), as the stage asks for them."""
+    source, _, _ = split_settings(cfg, split)
     probs = load_split(cfg, source)
     if split == "train" and cfg.sample.train_problems > 0:
         probs = probs[: cfg.sample.train_problems]
@@ -58,17 +58,17 @@ def main() -> None:
     print("| split | per problem | batch | samples | tokens | seconds | samples/s | tokens/s | vs first batch size |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for split in args.splits:
-        for per in args.per_problem:
+        _, n_split, params = split_settings(cfg, split)
+        for n in [per or n_split for per in args.per_problem]:
             first = None
             for bs in args.batch_sizes:
-                _, n, params = split_settings(cfg, split)
                 sampler = make_sampler(cfg, model_dir, params, batch_size=bs)
-                reqs = requests(cfg, split, sampler, args.problems, per)
+                reqs = requests(cfg, split, sampler, args.problems, n)
                 t0 = time.perf_counter()
                 n_tok = sum(s.n_tokens for s in sampler.generate(reqs))
                 dt = time.perf_counter() - t0
                 first = first or dt
-                print(f"| {split} | {per or n} | {bs} | {len(reqs):,} | {n_tok:,} | {dt:.1f} | {len(reqs) / dt:,.0f} | "
+                print(f"| {split} | {n} | {bs} | {len(reqs):,} | {n_tok:,} | {dt:.1f} | {len(reqs) / dt:,.0f} | "
                       f"{n_tok / dt:,.0f} | {first / dt:.2f}x |", flush=True)
 
 
