@@ -21,31 +21,9 @@ from bench_common import first_samples
 
 from gsmv.artifacts import RunPaths, read_shards
 from gsmv.metrics import auc, auc_within, best_of_n
+from gsmv.models.likelihood import sequence_loglik
 from gsmv.models.loading import load_model_and_tokenizer
 from gsmv.models.verifier import prompt_ids, solution_ids
-
-
-@torch.inference_mode()
-def loglik(model, seqs: list[list[int]], starts: list[int], keep: list[list[bool]], pad: int, batch: int = 64):
-    """(sum, mean) log-probability of seq[start:] under the model, over the positions where keep is True."""
-    out = [(0.0, 0.0)] * len(seqs)
-    order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
-    for b in range(0, len(order), batch):
-        idx = order[b:b + batch]
-        width = max(len(seqs[i]) for i in idx)
-        ids = torch.full((len(idx), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for j, i in enumerate(idx):
-            ids[j, :len(seqs[i])] = torch.tensor(seqs[i])
-            mask[j, :len(seqs[i])] = 1
-        logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), -1)
-        for j, i in enumerate(idx):
-            s, n = starts[i], len(seqs[i])
-            lp = logp[j, s - 1:n - 1].gather(1, ids[j, s:n, None])[:, 0].numpy()
-            k = np.asarray(keep[i], dtype=bool)
-            lp = lp[k] if k.any() else lp
-            out[i] = (float(lp.sum()), float(lp.mean()))
-    return out
 
 
 def main() -> None:
@@ -70,9 +48,8 @@ def main() -> None:
         forced = list(r["forced"] or [])
         keep.append([not f for f in forced] + [True] * (len(sol) - len(forced)))
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    ll = loglik(model, seqs, starts, keep, pad)
-    rankings = {"generator log-likelihood (sum)": np.array([s for s, _ in ll]),
-                "generator log-likelihood (mean)": np.array([m for _, m in ll])}
+    ll = sequence_loglik(model, seqs, starts, pad_id=pad, keep=keep)
+    rankings = {"generator log-likelihood (sum)": ll[:, 0], "generator log-likelihood (mean)": ll[:, 1]}
     if a.split == "test" and paths.scores("test").is_dir():
         sc = read_shards(paths.scores("test")).select(["problem_id", "sample_idx", "score"]).to_pylist()
         by = {(r["problem_id"], r["sample_idx"]): r["score"] for r in sc}

@@ -82,7 +82,8 @@ def run(a: argparse.Namespace) -> None:
 
     train_curve(ver, examples, vcfg=vcfg, collate=collate, loss_fn=tv.make_loss_fn(vcfg), steps=a.steps,
                 eval_every=a.eval_every, probes=probes, max_len=max_len,
-                groups=tv.batch_groups([ex.get("group", -1) for ex in examples], vcfg), log=log)
+                groups=tv.batch_groups([ex.get("group", -1) for ex in examples], vcfg), log=log,
+                lm_probe=a.lm_probe)
 
 
 def plot(out: str, logs: list[str]) -> None:
@@ -123,6 +124,8 @@ def main() -> None:
     ap.add_argument("--per-problem", type=int, default=0, help="samples per problem at most (0: all)")
     ap.add_argument("--dedupe", action="store_true", help="identical samples of one problem once")
     ap.add_argument("--fit-problems", type=int, default=100, help="mixed-label training problems in the fit probe")
+    ap.add_argument("--lm-probe", action="store_true",
+                    help="also rank the probes by the verifier's own log-likelihood (and its ratio to the start's)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--plot", default="", help="write this PNG from the curve.jsonl files given instead of training")
     ap.add_argument("overrides", nargs="*", help="config overrides (verifier.lr=3e-3 ...) or, with --plot, logs")

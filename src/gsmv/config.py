@@ -146,6 +146,9 @@ class VerifierConfig(TrainConfig):
     # What the joint LM loss trains on. reference (paper, Appendix E): the original training solutions, mixed
     # with the verifier data (lm_ratio LM examples per verifier example; the paper mixes in equal measure,
     # which upsamples the solutions ~100x). samples: the generator's own samples (the value examples).
+    # fresh (beyond the paper; synth only): reference solutions of newly drawn problems of the train
+    # distribution, none of them a train, val or test problem, as many as there are LM examples (none repeats):
+    # the look-up skill a step check needs, grown without limit.
     lm_data: str = "reference"
     lm_ratio: float = 1.0
     # What the value is trained to predict. outcome (paper): the final answer's correctness at every token.
@@ -253,7 +256,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "verifier.level": ("token", "solution"),
     "verifier.head": ("token", "linear"),
     "verifier.loss": ("mse", "bce"),
-    "verifier.lm_data": ("reference", "samples"),
+    "verifier.lm_data": ("reference", "samples", "fresh"),
     "verifier.labels": ("outcome", "process"),
     "search.pick": ("value", "vote"),
     "device": ("auto", "cpu", "cuda"),
@@ -367,6 +370,9 @@ def _check_verifier(v: VerifierConfig, source: str) -> None:
     if v.labels == "process" and source != "synth":
         raise GsmvError("config key 'verifier.labels' is 'process': step-level labels need a task with "
                         "step-level truth (data.source=synth)")
+    if v.lm_data == "fresh" and source != "synth":
+        raise GsmvError("config key 'verifier.lm_data' is 'fresh': fresh reference solutions need a task that "
+                        "draws new problems (data.source=synth)")
 
 
 def _check_sampling(sample: SampleConfig, search: SearchConfig) -> None:

@@ -28,6 +28,18 @@ def test_synth_splits_are_deterministic_disjoint_and_sized():
     assert tasks.get_task(cfg).step_truth and not tasks.get_task(load_config(None, ["data.source=hf"])).step_truth
 
 
+def test_fresh_problems_are_new_deterministic_and_of_the_train_distribution():
+    cfg = load_config(None, [*SYNTH, "data.synth.max_steps=3"])
+    fresh = tasks.fresh_problems(cfg, 50)
+    assert len(fresh) == 50 and len({p.question for p in fresh}) == 50
+    splits = {p.question for s in ("train", "val", "test") for p in tasks.load_split(cfg, s)}
+    assert not {p.question for p in fresh} & splits
+    assert tasks.fresh_problems(cfg, 50) == fresh and tasks.fresh_problems(cfg, 10) == fresh[:10]
+    assert max(len(p.solution.splitlines()) - 1 for p in fresh) <= 3  # train's settings
+    with pytest.raises(GsmvError, match="synth"):
+        tasks.fresh_problems(load_config(None, ["data.source=hf"]), 5)
+
+
 def test_heldout_test_split_has_more_steps():
     cfg = load_config(None, [*SYNTH, "data.synth.max_steps=3", "data.synth.test_min_steps=6",
                              "data.synth.test_max_steps=7"])

@@ -49,3 +49,27 @@ def test_a_tiny_verifier_memorises_the_within_problem_order_of_its_training_samp
     assert recs[-1]["fit_auc_within"] >= 0.95, [r["fit_auc_within"] for r in recs]
     assert recs[-1]["fit_best_of_n"] == 1.0
     assert np.isfinite(recs[-1]["train_value_loss"])
+
+
+def test_the_lm_probe_ranks_by_the_verifiers_own_likelihood_and_its_ratio_to_the_start(tiny_llama_dir):
+    torch.manual_seed(0)
+    ver, tok = build_verifier(tiny_llama_dir)
+    rows = _rows(4, 6)
+    # The LM loss on the right samples only (lm_data=samples, trained on those alone): their likelihood rises
+    # against the wrong ones', so each LM-based ranking (sum, mean, ratio to the start) learns the order.
+    vcfg = VerifierConfig(lr=1e-2, batch_size=12, lm_weight=1.0, lm_data="samples", schedule="constant",
+                          warmup_ratio=0.0, pack_tokens=0)
+    right = [r for r in rows if r["label"]]
+    examples, n_value, _, _ = tv.build_examples(right, None, vcfg, tok, max_len=64)
+    collate = tv.collate_fn(tok.pad_token_id, 0)
+    probe = ProbeSet.from_rows("fit", rows)
+    recs = train_curve(ver, examples, vcfg=vcfg, collate=collate, loss_fn=tv.make_loss_fn(vcfg), steps=60,
+                       eval_every=30, probes=[probe], max_len=64, lm_probe=True)
+    first, last = recs[0], recs[-1]
+    assert first["fit_llr_auc_within"] == 0.5  # the start against itself: all ties
+    for key in ("fit_lm_auc_within", "fit_lm_mean_auc_within", "fit_llr_auc_within"):
+        assert last[key] >= 0.95, (key, [r[key] for r in recs])
+    assert last["fit_lm_nll"] < first["fit_lm_nll"]
+    assert "fit_lm_auc_within" not in train_curve(ver, examples, vcfg=vcfg, collate=collate,
+                                                   loss_fn=tv.make_loss_fn(vcfg), steps=1, eval_every=1,
+                                                   probes=[ProbeSet.from_rows("fit", rows)], max_len=64)[0]

@@ -375,3 +375,29 @@ def test_two_process_training(tiny_cfg, tiny_llama_dir, tmp_path):
     assert end["val_samples"] == 40 and math.isfinite(end["val_auc"])  # every val sample scored across the ranks
     ver, _ = load_verifier(paths.verifier_final)
     assert ver.head == "token"
+
+
+def test_fresh_lm_data_trains_the_lm_half_on_new_problems_one_each(smoke_synth_run):
+    from gsmv.config import load_config
+    from gsmv.data.tasks import fresh_problems
+    from gsmv.models.tokenizer import encode_solution
+
+    def data(*overrides):
+        cfg = load_config(RunPaths(smoke_synth_run).config, [f"out_dir={smoke_synth_run.parent}", *overrides])
+        _, tok, _ = tv.build_initial_verifier(cfg)
+        rows, _, refs = tv.read_training_data(cfg, tok)
+        return cfg, tok, rows, refs
+
+    cfg, tok, rows, refs = data("verifier.lm_data=fresh", "verifier.lm_ratio=2", "verifier.group_samples=4")
+    assert len(refs) == 2 * len(rows)  # one fresh problem per LM example: none repeats
+    fresh = fresh_problems(cfg, len(refs))
+    assert [r[2] for r in refs] == [encode_solution(tok, p.solution) for p in fresh]
+    train_questions = {p.question for s in ("train", "val", "test") for p in load_split(cfg, s)}
+    assert not {p.question for p in fresh} & train_questions
+    examples, n_value, _, _ = tv.build_examples(rows, refs, cfg.verifier, tok, 512)
+    lm = examples[n_value:]
+    assert len(lm) == len(refs) and len({tuple(ex["input_ids"]) for ex in lm}) == len(lm)
+    assert all(ex["group"] == -1 and not any(ex["value_mask"]) for ex in lm)  # batched apart from samples
+    # The paper's default: the train problems' own references, cycled.
+    _, _, _, ref = data("verifier.lm_data=reference")
+    assert {r[0] for r in ref} == {p.id for p in load_split(cfg, "train")}

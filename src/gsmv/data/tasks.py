@@ -28,7 +28,7 @@ from gsmv.errors import GsmvError
 
 SPLITS = ("train", "val", "test")
 
-__all__ = ["SPLITS", "Task", "get_task", "load_split", "first_wrong_step", "data_fingerprint"]
+__all__ = ["SPLITS", "Task", "get_task", "load_split", "fresh_problems", "first_wrong_step", "data_fingerprint"]
 
 
 @dataclass(frozen=True)
@@ -152,6 +152,19 @@ def load_split(cfg: RunConfig, split: str) -> list[Problem]:
     if limit < 0:
         raise GsmvError(f"config key 'data.{split}_limit' is {limit}: it must be >= 0 (0 = all)")
     return problems[:limit] if limit > 0 else list(problems)  # a copy: the loaded lists are cached
+
+
+def fresh_problems(cfg: RunConfig, n: int) -> list[Problem]:
+    """`n` newly drawn synth problems of the train distribution (their own RNG stream, so the same for every
+    run of one data.synth), none of them a train, val or test question: extra training text that no split
+    holds (verifier.lm_data=fresh)."""
+    if get_task(cfg).name != "synth":
+        raise GsmvError(f"fresh problems need the synth task (data.source=synth), not {cfg.data.source}")
+    sy = cfg.data.synth
+    splits = _synth_problems(tuple(sorted(asdict(sy).items())))
+    seen = {p.question for ps in splits.values() for p in ps}
+    drawn = generate(n, sy.seed, _synth_settings(sy, "train"), exclude=seen, stream="fresh")
+    return [Problem(f"fresh-{i:07d}", p.question, p.answer, p.values[-1]) for i, p in enumerate(drawn)]
 
 
 def data_fingerprint(cfg: RunConfig, split: str) -> str:

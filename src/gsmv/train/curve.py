@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from torch import nn
 
 from gsmv.config import VerifierConfig
+from gsmv.models.likelihood import sequence_loglik
 from gsmv.models.verifier import Verifier, pad_id_of, score_sequences
 from gsmv.train.loop import batch_plan, build_optimizer, build_scheduler
 
@@ -31,6 +32,9 @@ class ProbeSet:
     starts: list[int]
     problem_ids: list[str]
     labels: np.ndarray
+    # The start model's summed log-likelihood of each sequence, kept at the first LM probe: the log-likelihood
+    # ratio against it says where training moved the LM's beliefs about these samples.
+    start_loglik: np.ndarray | None = field(default=None, repr=False)
 
     @classmethod
     def from_rows(cls, name: str, rows: Sequence[dict]) -> ProbeSet:
@@ -39,8 +43,12 @@ class ProbeSet:
                    [r["problem_id"] for r in rows], np.array([r["label"] for r in rows], dtype=bool))
 
 
-def probe(ver: Verifier, ps: ProbeSet, *, batch_size: int, max_len: int) -> dict[str, float]:
-    """gsmv.train.verifier.val_metrics of the verifier's final values on a probe set, keys prefixed by its name."""
+def probe(ver: Verifier, ps: ProbeSet, *, batch_size: int, max_len: int, lm: bool = False) -> dict[str, float]:
+    """gsmv.train.verifier.val_metrics of the verifier's final values on a probe set, keys prefixed by its name.
+    With `lm`, also how its LM half ranks the samples (a verifier whose value loses to its own likelihood
+    has not learned to check): lm_* by the summed log-likelihood of the solution tokens, lm_mean_* by the
+    mean, llr_* by the log-likelihood ratio against the start model, and lm_nll (mean negative
+    log-likelihood per token of the right samples: how well it knows the task)."""
     from gsmv.train.verifier import val_metrics
 
     was = ver.training
@@ -48,20 +56,31 @@ def probe(ver: Verifier, ps: ProbeSet, *, batch_size: int, max_len: int) -> dict
     pad = pad_id_of(ver.tokenizer) if ver.tokenizer is not None else 0
     res = score_sequences(ver, ps.sequences, ps.starts, batch_size=batch_size, pad_id=pad, max_len=max_len,
                           share_prompts=True)
-    ver.train(was)
     m = val_metrics(ps.problem_ids, np.array([v for v, _ in res]), ps.labels)
-    return {f"{ps.name}_{k[4:]}": v for k, v in m.items() if k in ("val_auc", "val_auc_within", "val_best_of_n",
-                                                                   "val_base_accuracy", "val_brier")}
+    keys = ("val_auc", "val_auc_within", "val_best_of_n", "val_base_accuracy", "val_brier")
+    out = {f"{ps.name}_{k[4:]}": v for k, v in m.items() if k in keys}
+    if lm:
+        ll = sequence_loglik(ver.lm, ps.sequences, ps.starts, pad_id=pad, batch_size=batch_size, max_len=max_len)
+        if ps.start_loglik is None:
+            ps.start_loglik = ll[:, 0].copy()
+        for name, s in (("lm", ll[:, 0]), ("lm_mean", ll[:, 1]), ("llr", ll[:, 0] - ps.start_loglik)):
+            m = val_metrics(ps.problem_ids, s, ps.labels)
+            out |= {f"{ps.name}_{name}_auc_within": m["val_auc_within"],
+                    f"{ps.name}_{name}_best_of_n": m["val_best_of_n"]}
+        out[f"{ps.name}_lm_nll"] = float(-ll[ps.labels, 1].mean()) if ps.labels.any() else float("nan")
+    ver.train(was)
+    return out
 
 
 def train_curve(ver: Verifier, examples: Sequence[dict], *, vcfg: VerifierConfig, collate: Callable,
                 loss_fn: Callable, steps: int, eval_every: int, probes: Sequence[ProbeSet], max_len: int,
-                groups: Sequence[int] | None = None, log: Callable[[dict], None] | None = None) -> list[dict]:
+                groups: Sequence[int] | None = None, log: Callable[[dict], None] | None = None,
+                lm_probe: bool = False) -> list[dict]:
     """Train `ver` for `steps` optimizer steps of vcfg.batch_size examples (epochs repeat with new orders),
     AdamW at vcfg.lr on vcfg.schedule over `steps` (constant: the curve's points are comparable), clipping at
     vcfg.max_grad_norm; evaluate every probe set at step 0, every eval_every steps and at the end. Returns the
     records (also passed to `log`): step, examples seen, mean training losses since the last record, seconds,
-    and each probe's metrics."""
+    and each probe's metrics (with lm_probe, also its LM half's: see `probe`)."""
     opt = build_optimizer(ver, vcfg)
     sched = build_scheduler(opt, vcfg, steps)
     lengths = [len(ex["input_ids"]) for ex in examples]
@@ -74,7 +93,7 @@ def train_curve(ver: Verifier, examples: Sequence[dict], *, vcfg: VerifierConfig
         rec = {"step": step, "examples": seen, "seconds": round(time.perf_counter() - t0, 1)}
         rec |= {f"train_{k}": v / max(n_window, 1) for k, v in window.items()}
         for ps in probes:
-            rec |= probe(ver, ps, batch_size=64, max_len=max_len)
+            rec |= probe(ver, ps, batch_size=64, max_len=max_len, lm=lm_probe)
         records.append(rec)
         if log is not None:
             log(rec)

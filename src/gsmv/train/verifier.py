@@ -7,7 +7,8 @@ outcome label by step-level truth where the task has it: 1 up to the first wrong
 With cfg.verifier.lm_data=reference (the paper) LM examples are added: the original training
 solutions (question + reference solution + EOS), cycled to lm_ratio per value example; they carry
 only the LM loss and the value examples only the value loss. lm_data=samples puts the LM loss on
-the samples themselves.
+the samples themselves; lm_data=fresh (synth) trains it on the reference solutions of newly drawn
+problems, one per LM example, so the LM half sees new problems instead of the train ones ~100 times.
 Sequences longer than cfg.verifier.max_len lose tokens from the left: the end of the
 solution, where the value matters most, is always kept.
 
@@ -418,7 +419,8 @@ def read_training_data(cfg: RunConfig, tokenizer: Any) -> tuple[list[dict], list
     """(train rows, val rows, reference LM data) of a run folder, as the stage reads them: read_samples rows of
     samples/train (process labels' first wrong step when cfg.verifier.labels=process) and samples/val (none when
     it has no shards), and build_examples' `refs` (problem id, prompt, reference solution ids of every train
-    problem) when the joint LM loss trains on references, else None."""
+    problem; with lm_data=fresh, of as many newly drawn problems as there are LM examples) when the joint LM loss
+    trains on references, else None."""
     from gsmv.data.tasks import load_split
 
     vcfg = cfg.verifier
@@ -442,11 +444,17 @@ def read_training_data(cfg: RunConfig, tokenizer: Any) -> tuple[list[dict], list
     val_rows = (read_samples(paths.samples("val"), prompts_of("val"), "val", eos)
                 if list_shards(paths.samples("val")) else [])
     refs = None
-    if vcfg.lm_weight > 0 and vcfg.lm_data == "reference":
+    if vcfg.lm_weight > 0 and vcfg.lm_data in ("reference", "fresh"):
         from gsmv.models.tokenizer import encode_solution
 
-        prompts = prompts_of("train")
-        refs = [(p.id, prompts[p.id], encode_solution(tokenizer, p.solution)) for p in problems["train"]]
+        if vcfg.lm_data == "reference":
+            prompts = prompts_of("train")
+            refs = [(p.id, prompts[p.id], encode_solution(tokenizer, p.solution)) for p in problems["train"]]
+        else:  # one fresh problem per LM example: none repeats
+            from gsmv.data.tasks import fresh_problems
+
+            fresh = fresh_problems(cfg, max(1, round(vcfg.lm_ratio * len(train_rows))))
+            refs = [(p.id, prompt_ids(tokenizer, p.question), encode_solution(tokenizer, p.solution)) for p in fresh]
     return train_rows, val_rows, refs
 
 
