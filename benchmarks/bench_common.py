@@ -45,6 +45,6 @@ def first_samples(run: str, split: str, n_problems: int, columns: list[str]) -> 
 
     paths = RunPaths(run)
     problems = {p.id: p for p in load_split(load_config(paths.config), split)}
-    rows = read_shards(paths.samples(split)).select(columns).to_pylist()
+    rows = read_shards(paths.samples(split), columns).table.to_pylist()
     keep = set(list(dict.fromkeys(r["problem_id"] for r in rows))[:n_problems])
     return problems, [r for r in rows if r["problem_id"] in keep]

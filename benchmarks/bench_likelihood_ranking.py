@@ -51,7 +51,7 @@ def main() -> None:
     ll = sequence_loglik(model, seqs, starts, pad_id=pad, keep=keep)
     rankings = {"generator log-likelihood (sum)": ll[:, 0], "generator log-likelihood (mean)": ll[:, 1]}
     if a.split == "test" and paths.scores("test").is_dir():
-        sc = read_shards(paths.scores("test")).select(["problem_id", "sample_idx", "score"]).to_pylist()
+        sc = read_shards(paths.scores("test"), ["problem_id", "sample_idx", "score"]).table.to_pylist()
         by = {(r["problem_id"], r["sample_idx"]): r["score"] for r in sc}
         rankings["verifier (scores/test)"] = np.array([by[(r["problem_id"], r["sample_idx"])] for r in rows])
     groups = collections.defaultdict(list)

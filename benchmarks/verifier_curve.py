@@ -9,6 +9,15 @@ same examples, batch layout and loss: gsmv.train.verifier; the loop: gsmv.train.
 rate, evaluated every --eval-every steps. Every knob that the stage reads from cfg.verifier is a key=value
 override (verifier.lr=3e-3 verifier.lm_weight=0 ...). --problems/--mixed/--per-problem choose the training
 samples; with a few hundred mixed-label problems and many steps this is the memorisation test of issue 20.
+
+--lm-probe also ranks the probes by the verifier's own LM (gsmv.train.curve.probe), and the last model's val
+scores go to val_scores.npz; --combine FOLDERS ranks those by value, likelihood and both. --likelihood-value
+trains an experimental value (not in gsmv): the head's logit plus a learned weight times the log-likelihood of
+the solution so far under the verifier's own LM.
+
+    python benchmarks/verifier_curve.py --run runs/synth-v100 --out runs/curves4/lm-fresh --dedupe --lm-probe \
+        verifier.lm_weight=1 verifier.lm_data=fresh verifier.group_samples=10
+    python benchmarks/verifier_curve.py --combine runs/curves4/lm-fresh
 """
 
 from __future__ import annotations
@@ -23,9 +32,10 @@ import torch
 
 from gsmv.artifacts import RunPaths
 from gsmv.config import load_config
-from gsmv.models.verifier import input_limit, pad_id_of
+from gsmv.models.likelihood import sequence_loglik
+from gsmv.models.verifier import input_limit, pad_id_of, score_sequences
 from gsmv.train import verifier as tv
-from gsmv.train.curve import ProbeSet, train_curve
+from gsmv.train.curve import ProbeSet, probe, train_curve
 
 
 def choose_rows(rows: list[dict], problems: int, mixed: bool, per_problem: int, dedupe: bool) -> list[dict]:
@@ -48,6 +58,50 @@ def choose_rows(rows: list[dict], problems: int, mixed: bool, per_problem: int, 
     return out
 
 
+def likelihood_value_loss(vcfg, terms: bool = False):
+    """The joint loss (gsmv.train.verifier.verifier_loss) with the value's logit at each solution token plus
+    ver.ll_weight times the log-likelihood of the solution so far under the verifier's own LM (the tokens up to
+    and including that one): a value that starts from what the LM half knows. Plain layout only (one example a
+    row: the running sum is along the row)."""
+    import torch.nn.functional as F
+
+    def loss_fn(ver, batch):
+        out = ver(batch["input_ids"], batch["attention_mask"], return_logits=True)
+        ids, sol = batch["input_ids"], batch["value_mask"].float()  # token level: value_mask = solution tokens
+        logp = F.log_softmax(out.logits[:, :-1].float(), -1).gather(2, ids[:, 1:, None])[..., 0]
+        logp = torch.cat([torch.zeros_like(logp[:, :1]), logp], 1)  # position j: log p(token j | tokens < j)
+        term = ver.ll_weight * torch.cumsum(logp * sol, 1)
+        if terms:  # the likelihood term at each value position (calibration)
+            return term.reshape(-1)[batch["value_idx"]]
+        z = out.value_logits + term
+        lm = out.logits.reshape(-1, out.logits.shape[-1])[batch["lm_src"]] if vcfg.lm_weight > 0 else None
+        return tv.verifier_loss(z, lm, batch, loss=vcfg.loss, lm_weight=vcfg.lm_weight,
+                                rank_weight=vcfg.rank_weight)
+
+    return loss_fn
+
+
+def likelihood_value_probe(ver, ps, *, batch_size, max_len, lm):
+    """curve.probe, its value metrics renamed head_* (the head alone), and the value with the likelihood term as
+    the value's metrics (its logit + ll_weight · the solution's log-likelihood: the score at the last token)."""
+    from gsmv.train.verifier import val_metrics
+
+    out = probe(ver, ps, batch_size=batch_size, max_len=max_len, lm=lm)
+    out = {(k.replace(f"{ps.name}_", f"{ps.name}_head_", 1) if not k.startswith(f"{ps.name}_l") else k): v
+           for k, v in out.items()}
+    was = ver.training
+    ver.eval()
+    pad = pad_id_of(ver.tokenizer)
+    v = np.array([x for x, _ in score_sequences(ver, ps.sequences, ps.starts, batch_size=batch_size, pad_id=pad,
+                                                max_len=max_len, share_prompts=True)])
+    ll = sequence_loglik(ver.lm, ps.sequences, ps.starts, pad_id=pad, batch_size=batch_size, max_len=max_len)
+    ver.train(was)
+    w = float(ver.ll_weight)
+    m = val_metrics(ps.problem_ids, np.log(v) - np.log1p(-v) + w * ll[:, 0], ps.labels)
+    return out | {f"{ps.name}_auc_within": m["val_auc_within"], f"{ps.name}_best_of_n": m["val_best_of_n"],
+                  f"{ps.name}_auc": m["val_auc"], "ll_weight": w}
+
+
 def run(a: argparse.Namespace) -> None:
     # A constant learning rate unless overridden: every point of the curve is a model one could stop at.
     cfg = load_config(RunPaths(a.run).config, ["verifier.schedule=constant", *a.overrides])
@@ -61,6 +115,19 @@ def run(a: argparse.Namespace) -> None:
     examples, n_value, _, _ = tv.build_examples(rows, refs, vcfg, tok, max_len)
     collate = tv.collate_fn(pad_id_of(tok), vcfg.pack_tokens)
     tv.calibrate(ver, examples[:n_value], collate, vcfg.batch_size)
+    loss_fn, probe_fn = tv.make_loss_fn(vcfg), None
+    if a.likelihood_value:
+        if vcfg.pack_tokens or vcfg.level != "token":
+            raise SystemExit("--likelihood-value needs verifier.pack_tokens=0 and verifier.level=token")
+        ver.ll_weight = torch.nn.Parameter(torch.tensor(a.likelihood_value_init))  # before the optimizer is built
+        # Keep the calibration: shift the bias by the term's mean over the value positions of 20 batches.
+        with torch.no_grad():
+            batches = [collate(examples[i:i + vcfg.batch_size]) for i in range(0, 20 * vcfg.batch_size,
+                                                                                vcfg.batch_size)]
+            zero = likelihood_value_loss(vcfg, terms=True)
+            shift = np.mean(np.concatenate([zero(ver, b).numpy() for b in batches]))
+            ver.bias -= float(shift)
+        loss_fn, probe_fn = likelihood_value_loss(vcfg), likelihood_value_probe
     # The fit probe: the training samples of its first mixed-label problems (a fixed subset, seen in training).
     fit_rows = choose_rows(rows, a.fit_problems, True, 0, False)
     probes = [ProbeSet.from_rows("fit", fit_rows), ProbeSet.from_rows("val", val_rows)]
@@ -80,10 +147,20 @@ def run(a: argparse.Namespace) -> None:
             f.write(json.dumps(rec) + "\n")
         print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.items()), flush=True)
 
-    train_curve(ver, examples, vcfg=vcfg, collate=collate, loss_fn=tv.make_loss_fn(vcfg), steps=a.steps,
+    train_curve(ver, examples, vcfg=vcfg, collate=collate, loss_fn=loss_fn, steps=a.steps,
                 eval_every=a.eval_every, probes=probes, max_len=max_len,
                 groups=tv.batch_groups([ex.get("group", -1) for ex in examples], vcfg), log=log,
-                lm_probe=a.lm_probe)
+                lm_probe=a.lm_probe, probe_fn=probe_fn)
+    # The last model's scores of every val sample, for rankings that combine them (value, likelihood, ratio).
+    val = probes[1]
+    ver.eval()
+    res = score_sequences(ver, val.sequences, val.starts, batch_size=64, pad_id=pad_id_of(tok), max_len=max_len,
+                          share_prompts=True)
+    ll = sequence_loglik(ver.lm, val.sequences, val.starts, pad_id=pad_id_of(tok), max_len=max_len)
+    np.savez_compressed(out / "val_scores.npz", problem_id=np.array(val.problem_ids), label=val.labels,
+                        value=np.array([v for v, _ in res]), loglik=ll[:, 0], loglik_mean=ll[:, 1],
+                        start_loglik=val.start_loglik if val.start_loglik is not None else np.full(len(ll), np.nan),
+                        ll_weight=float(getattr(ver, "ll_weight", 0.0)))
 
 
 def plot(out: str, logs: list[str]) -> None:
@@ -100,10 +177,13 @@ def plot(out: str, logs: list[str]) -> None:
         x = np.array([r["examples"] for r in recs])
         line, = axes[0].plot(x, [r["val_auc_within"] for r in recs], marker="o", ms=3, label=f"{name} val")
         axes[0].plot(x, [r["fit_auc_within"] for r in recs], ls="--", color=line.get_color(), label=f"{name} fit")
+        if "val_lm_auc_within" in recs[0]:  # curves run with --lm-probe: the same model's own likelihood
+            axes[0].plot(x, [r["val_lm_auc_within"] for r in recs], ls=":", color=line.get_color(),
+                         label=f"{name} val, own likelihood")
         axes[1].plot(x, [100 * r["val_best_of_n"] for r in recs], marker="o", ms=3, color=line.get_color(), label=name)
     axes[0].axhline(0.5, color="grey", lw=0.8)
     axes[0].set(xscale="log", xlabel="value examples seen", ylabel="within-problem AUC",
-                title="ranking one problem's samples (dashed: its own training samples)")
+                title="ranking one problem's samples (dashed: its own training samples;\ndotted: by its own likelihood)")
     axes[1].set(xscale="log", xlabel="value examples seen", ylabel="val best-of-N (%)", title="val best-of-N (N: the run's val samples a problem)")
     for ax in axes:
         ax.grid(alpha=0.3)
@@ -111,6 +191,35 @@ def plot(out: str, logs: list[str]) -> None:
     fig.tight_layout()
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
+
+
+def combine(folders: list[str]) -> None:
+    """Rank each folder's val samples (val_scores.npz) by the value, the likelihood (sum, mean), the ratio to the
+    start, and value + b * likelihood with b chosen on half the problems and scored on the other half (two
+    folds, each problem scored once): within-problem AUC and best-of-N."""
+    from gsmv.train.verifier import val_metrics
+
+    print("| run | ranking | val within-problem AUC | val best-of-N |")
+    print("|---|---|---:|---:|")
+    for folder in folders:
+        d = np.load(Path(folder) / "val_scores.npz")
+        pid, lab = d["problem_id"], d["label"]
+        z = np.log(d["value"]) - np.log1p(-d["value"])  # the value's logit: additive with a log-likelihood
+        rankings = {"value": z, "log-likelihood (sum)": d["loglik"], "log-likelihood (mean)": d["loglik_mean"],
+                    "ratio to the start": d["loglik"] - d["start_loglik"], "start log-likelihood": d["start_loglik"]}
+        problems = sorted(set(pid.tolist()))
+        fold = np.isin(pid, problems[::2])
+        grid = [0.0, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100]
+        mixed = np.zeros_like(z)
+        chosen = []
+        for pick in (fold, ~fold):  # b chosen on `pick`, applied to the other half
+            best = max(grid, key=lambda b: val_metrics(pid[pick], (b * z + d["loglik"])[pick], lab[pick])["val_auc_within"])
+            mixed[~pick] = (best * z + d["loglik"])[~pick]
+            chosen.append(best)
+        rankings[f"b * value + log-likelihood (b chosen on the other half: {chosen})"] = mixed
+        for name, s in rankings.items():
+            m = val_metrics(pid, s, lab)
+            print(f"| {Path(folder).name} | {name} | {m['val_auc_within']:.3f} | {100 * m['val_best_of_n']:.1f} |")
 
 
 def main() -> None:
@@ -126,12 +235,20 @@ def main() -> None:
     ap.add_argument("--fit-problems", type=int, default=100, help="mixed-label training problems in the fit probe")
     ap.add_argument("--lm-probe", action="store_true",
                     help="also rank the probes by the verifier's own log-likelihood (and its ratio to the start's)")
+    ap.add_argument("--likelihood-value", action="store_true",
+                    help="experimental value: its logit plus a learned weight times the log-likelihood of the "
+                         "solution so far under the verifier's own LM (plain layout, token level)")
+    ap.add_argument("--likelihood-value-init", type=float, default=0.0, help="the weight's start")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--plot", default="", help="write this PNG from the curve.jsonl files given instead of training")
+    ap.add_argument("--combine", action="store_true",
+                    help="rank the val samples of the curve folders given by value, likelihood and both instead of training")
     ap.add_argument("overrides", nargs="*", help="config overrides (verifier.lr=3e-3 ...) or, with --plot, logs")
     a = ap.parse_args()
     if a.plot:
         plot(a.plot, a.overrides)
+    elif a.combine:
+        combine(a.overrides)
     else:
         run(a)
 

@@ -75,12 +75,12 @@ def probe(ver: Verifier, ps: ProbeSet, *, batch_size: int, max_len: int, lm: boo
 def train_curve(ver: Verifier, examples: Sequence[dict], *, vcfg: VerifierConfig, collate: Callable,
                 loss_fn: Callable, steps: int, eval_every: int, probes: Sequence[ProbeSet], max_len: int,
                 groups: Sequence[int] | None = None, log: Callable[[dict], None] | None = None,
-                lm_probe: bool = False) -> list[dict]:
+                lm_probe: bool = False, probe_fn: Callable[..., dict[str, float]] | None = None) -> list[dict]:
     """Train `ver` for `steps` optimizer steps of vcfg.batch_size examples (epochs repeat with new orders),
     AdamW at vcfg.lr on vcfg.schedule over `steps` (constant: the curve's points are comparable), clipping at
     vcfg.max_grad_norm; evaluate every probe set at step 0, every eval_every steps and at the end. Returns the
     records (also passed to `log`): step, examples seen, mean training losses since the last record, seconds,
-    and each probe's metrics (with lm_probe, also its LM half's: see `probe`)."""
+    and each probe's metrics (with lm_probe, also its LM half's: see `probe`; probe_fn replaces `probe`)."""
     opt = build_optimizer(ver, vcfg)
     sched = build_scheduler(opt, vcfg, steps)
     lengths = [len(ex["input_ids"]) for ex in examples]
@@ -93,7 +93,7 @@ def train_curve(ver: Verifier, examples: Sequence[dict], *, vcfg: VerifierConfig
         rec = {"step": step, "examples": seen, "seconds": round(time.perf_counter() - t0, 1)}
         rec |= {f"train_{k}": v / max(n_window, 1) for k, v in window.items()}
         for ps in probes:
-            rec |= probe(ver, ps, batch_size=64, max_len=max_len, lm=lm_probe)
+            rec |= (probe_fn or probe)(ver, ps, batch_size=64, max_len=max_len, lm=lm_probe)
         records.append(rec)
         if log is not None:
             log(rec)
