@@ -174,7 +174,7 @@ def plot(out: str, logs: list[str]) -> None:
         recs = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
         name = Path(path).parent.name if Path(path).name == "curve.jsonl" else Path(path).stem  # runs/ or docs/ copies
         recs = [r for r in recs if r["examples"] > 0]  # the untrained start has no place on a log axis
-        x = np.array([r["examples"] for r in recs])
+        x = np.array([r.get("value_examples", r["examples"]) for r in recs])  # older records: value examples only
         line, = axes[0].plot(x, [r["val_auc_within"] for r in recs], marker="o", ms=3, label=f"{name} val")
         axes[0].plot(x, [r["fit_auc_within"] for r in recs], ls="--", color=line.get_color(), label=f"{name} fit")
         if "val_lm_auc_within" in recs[0]:  # curves run with --lm-probe: the same model's own likelihood

@@ -44,7 +44,7 @@ def test_a_tiny_verifier_memorises_the_within_problem_order_of_its_training_samp
                        eval_every=50, probes=[probe], max_len=64,
                        groups=tv.batch_groups([ex["group"] for ex in examples], vcfg))
     assert [r["step"] for r in recs] == [0, 50, 100, 150]
-    assert recs[-1]["examples"] == 150 * 12
+    assert recs[-1]["examples"] == recs[-1]["value_examples"] == 150 * 12
     assert recs[0]["fit_auc_within"] < 0.8  # an untrained verifier does not know the order
     assert recs[-1]["fit_auc_within"] >= 0.95, [r["fit_auc_within"] for r in recs]
     assert recs[-1]["fit_best_of_n"] == 1.0
@@ -73,3 +73,17 @@ def test_the_lm_probe_ranks_by_the_verifiers_own_likelihood_and_its_ratio_to_the
     assert "fit_lm_auc_within" not in train_curve(ver, examples, vcfg=vcfg, collate=collate,
                                                    loss_fn=tv.make_loss_fn(vcfg), steps=1, eval_every=1,
                                                    probes=[ProbeSet.from_rows("fit", rows)], max_len=64)[0]
+
+
+def test_the_curve_counts_value_examples_apart_from_lm_only_ones(tiny_llama_dir):
+    torch.manual_seed(0)
+    ver, tok = build_verifier(tiny_llama_dir)
+    rows = _rows(4, 6)
+    refs = [(f"p{q}", rows[6 * q]["prompt"], rows[6 * q]["tokens"]) for q in range(4)]
+    vcfg = VerifierConfig(lr=1e-3, batch_size=12, lm_weight=1.0, lm_ratio=1.0, schedule="constant",
+                          warmup_ratio=0.0, pack_tokens=0)
+    examples, n_value, _, _ = tv.build_examples(rows, refs, vcfg, tok, max_len=64)
+    assert (n_value, len(examples)) == (24, 48)
+    recs = train_curve(ver, examples, vcfg=vcfg, collate=tv.collate_fn(tok.pad_token_id, 0),
+                       loss_fn=tv.make_loss_fn(vcfg), steps=4, eval_every=4, probes=[], max_len=64)
+    assert (recs[-1]["examples"], recs[-1]["value_examples"]) == (48, 24)  # one epoch: each example once

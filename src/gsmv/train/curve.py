@@ -79,18 +79,21 @@ def train_curve(ver: Verifier, examples: Sequence[dict], *, vcfg: VerifierConfig
     """Train `ver` for `steps` optimizer steps of vcfg.batch_size examples (epochs repeat with new orders),
     AdamW at vcfg.lr on vcfg.schedule over `steps` (constant: the curve's points are comparable), clipping at
     vcfg.max_grad_norm; evaluate every probe set at step 0, every eval_every steps and at the end. Returns the
-    records (also passed to `log`): step, examples seen, mean training losses since the last record, seconds,
+    records (also passed to `log`): step, examples seen (all, and those with a value), mean training losses since
+    the last record, seconds,
     and each probe's metrics (with lm_probe, also its LM half's: see `probe`; probe_fn replaces `probe`)."""
     opt = build_optimizer(ver, vcfg)
     sched = build_scheduler(opt, vcfg, steps)
     lengths = [len(ex["input_ids"]) for ex in examples]
+    is_value = [any(ex["value_mask"]) for ex in examples]  # LM-only examples (references) carry no value
     records: list[dict] = []
     window: dict[str, float] = {}
-    n_window, seen, t0 = 0, 0, time.perf_counter()
+    n_window, seen, seen_value, t0 = 0, 0, 0, time.perf_counter()
 
     def record(step: int) -> None:
         nonlocal window, n_window
-        rec = {"step": step, "examples": seen, "seconds": round(time.perf_counter() - t0, 1)}
+        rec = {"step": step, "examples": seen, "value_examples": seen_value,
+               "seconds": round(time.perf_counter() - t0, 1)}
         rec |= {f"train_{k}": v / max(n_window, 1) for k, v in window.items()}
         for ps in probes:
             rec |= (probe_fn or probe)(ver, ps, batch_size=64, max_len=max_len, lm=lm_probe)
@@ -116,6 +119,7 @@ def train_curve(ver: Verifier, examples: Sequence[dict], *, vcfg: VerifierConfig
             sched.step()
             step += 1
             seen += len(batch_ids)
+            seen_value += sum(is_value[i] for i in batch_ids)
             n_window += 1
             for k, v in stats.items():
                 window[k] = window.get(k, 0.0) + float(v)
