@@ -96,6 +96,8 @@ def likelihood_value_probe(ver, ps, *, batch_size, max_len, lm):
                                                 max_len=max_len, share_prompts=True)])
     ll = sequence_loglik(ver.lm, ps.sequences, ps.starts, pad_id=pad, batch_size=batch_size, max_len=max_len)
     ver.train(was)
+    if (v >= 1.0).any() or (v <= 0.0).any():  # the logit is recovered from float32 sigmoids: order lost there
+        raise SystemExit("likelihood_value_probe: the head's value saturated (logit beyond ~16); lower the init")
     w = float(ver.ll_weight)
     m = val_metrics(ps.problem_ids, np.log(v) - np.log1p(-v) + w * ll[:, 0], ps.labels)
     return out | {f"{ps.name}_auc_within": m["val_auc_within"], f"{ps.name}_best_of_n": m["val_best_of_n"],
@@ -169,7 +171,7 @@ def plot(out: str, logs: list[str]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 6))
     for path in logs:
         recs = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
         name = Path(path).parent.name if Path(path).name == "curve.jsonl" else Path(path).stem  # runs/ or docs/ copies
@@ -187,7 +189,9 @@ def plot(out: str, logs: list[str]) -> None:
     axes[1].set(xscale="log", xlabel="value examples seen", ylabel="val best-of-N (%)", title="val best-of-N (N: the run's val samples a problem)")
     for ax in axes:
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+    # below the panels: with many curves a legend inside hides them
+    axes[0].legend(fontsize=6, loc="upper left", bbox_to_anchor=(0, -0.16), ncol=3)
+    axes[1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(0, -0.16), ncol=2)
     fig.tight_layout()
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
@@ -207,6 +211,9 @@ def combine(folders: list[str]) -> None:
         z = np.log(d["value"]) - np.log1p(-d["value"])  # the value's logit: additive with a log-likelihood
         rankings = {"value": z, "log-likelihood (sum)": d["loglik"], "log-likelihood (mean)": d["loglik_mean"],
                     "ratio to the start": d["loglik"] - d["start_loglik"], "start log-likelihood": d["start_loglik"]}
+        w = float(d["ll_weight"]) if "ll_weight" in d else 0.0
+        if w:  # a --likelihood-value run: "value" above is its head alone
+            rankings[f"value with its likelihood term (weight {w:.3f})"] = z + w * d["loglik"]
         problems = sorted(set(pid.tolist()))
         fold = np.isin(pid, problems[::2])
         grid = [0.0, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100]
