@@ -33,7 +33,7 @@ import torch
 from gsmv.artifacts import RunPaths
 from gsmv.config import load_config
 from gsmv.models.likelihood import sequence_loglik
-from gsmv.models.verifier import input_limit, pad_id_of, score_sequences
+from gsmv.models.verifier import input_limit, pad_id_of
 from gsmv.train import verifier as tv
 from gsmv.train.curve import ProbeSet, probe, train_curve
 
@@ -86,16 +86,16 @@ def likelihood_value_probe(ver, ps, *, batch_size, max_len, lm):
     the value's metrics (its logit + ll_weight · the solution's log-likelihood: the score at the last token)."""
     from gsmv.train.verifier import val_metrics
 
-    out = probe(ver, ps, batch_size=batch_size, max_len=max_len, lm=lm)
+    out = probe(ver, ps, batch_size=batch_size, max_len=max_len, lm=lm)  # scores kept on ps
     out = {(k.replace(f"{ps.name}_", f"{ps.name}_head_", 1) if not k.startswith(f"{ps.name}_l") else k): v
            for k, v in out.items()}
-    was = ver.training
-    ver.eval()
-    pad = pad_id_of(ver.tokenizer)
-    v = np.array([x for x, _ in score_sequences(ver, ps.sequences, ps.starts, batch_size=batch_size, pad_id=pad,
-                                                max_len=max_len, share_prompts=True)])
-    ll = sequence_loglik(ver.lm, ps.sequences, ps.starts, pad_id=pad, batch_size=batch_size, max_len=max_len)
-    ver.train(was)
+    v, ll = ps.values, ps.loglik
+    if ll is None:  # no LM probe: the term still needs the likelihood
+        was = ver.training
+        ver.eval()
+        ll = sequence_loglik(ver.lm, ps.sequences, ps.starts, pad_id=pad_id_of(ver.tokenizer),
+                             batch_size=batch_size, max_len=max_len)
+        ver.train(was)
     if (v >= 1.0).any() or (v <= 0.0).any():  # the logit is recovered from float32 sigmoids: order lost there
         raise SystemExit("likelihood_value_probe: the head's value saturated (logit beyond ~16); lower the init")
     w = float(ver.ll_weight)
@@ -153,14 +153,14 @@ def run(a: argparse.Namespace) -> None:
                 eval_every=a.eval_every, probes=probes, max_len=max_len,
                 groups=tv.batch_groups([ex.get("group", -1) for ex in examples], vcfg), log=log,
                 lm_probe=a.lm_probe, probe_fn=probe_fn)
-    # The last model's scores of every val sample, for rankings that combine them (value, likelihood, ratio).
+    # The last model's scores of every val sample (its last evaluation's), for rankings that combine them.
     val = probes[1]
-    ver.eval()
-    res = score_sequences(ver, val.sequences, val.starts, batch_size=64, pad_id=pad_id_of(tok), max_len=max_len,
-                          share_prompts=True)
-    ll = sequence_loglik(ver.lm, val.sequences, val.starts, pad_id=pad_id_of(tok), max_len=max_len)
+    ll = val.loglik
+    if ll is None:
+        ver.eval()
+        ll = sequence_loglik(ver.lm, val.sequences, val.starts, pad_id=pad_id_of(tok), max_len=max_len)
     np.savez_compressed(out / "val_scores.npz", problem_id=np.array(val.problem_ids), label=val.labels,
-                        value=np.array([v for v, _ in res]), loglik=ll[:, 0], loglik_mean=ll[:, 1],
+                        value=val.values, loglik=ll[:, 0], loglik_mean=ll[:, 1],
                         start_loglik=val.start_loglik if val.start_loglik is not None else np.full(len(ll), np.nan),
                         ll_weight=float(getattr(ver, "ll_weight", 0.0)))
 

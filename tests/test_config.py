@@ -133,7 +133,6 @@ def test_speed_knobs_stay_out_of_the_hashes():
     assert hash_dict(c.verifier) != hash_dict(a.verifier) and "group_samples" not in hash_dict(a.verifier)
 
 
-
 def test_fresh_lm_data_needs_a_task_that_draws_problems():
     assert load_config("smoke-synth", ["verifier.lm_data=fresh"]).verifier.lm_data == "fresh"
     with pytest.raises(GsmvError, match="'verifier.lm_data' is 'fresh'.*data.source=synth"):

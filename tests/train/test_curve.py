@@ -70,9 +70,14 @@ def test_the_lm_probe_ranks_by_the_verifiers_own_likelihood_and_its_ratio_to_the
     for key in ("fit_lm_auc_within", "fit_lm_mean_auc_within", "fit_llr_auc_within"):
         assert last[key] >= 0.95, (key, [r[key] for r in recs])
     assert last["fit_lm_nll"] < first["fit_lm_nll"]
+    # the last evaluation's scores stay on the probe set: the last model's values and likelihoods
+    assert probe.values.shape == (len(rows),) and probe.loglik.shape == (len(rows), 2)
+    assert -probe.loglik[probe.labels, 1].mean() == pytest.approx(last["fit_lm_nll"])
+    plain = ProbeSet.from_rows("fit", rows)
     assert "fit_lm_auc_within" not in train_curve(ver, examples, vcfg=vcfg, collate=collate,
                                                    loss_fn=tv.make_loss_fn(vcfg), steps=1, eval_every=1,
-                                                   probes=[ProbeSet.from_rows("fit", rows)], max_len=64)[0]
+                                                   probes=[plain], max_len=64)[0]
+    assert plain.values.shape == (len(rows),) and plain.loglik is None
 
 
 def test_the_curve_counts_value_examples_apart_from_lm_only_ones(tiny_llama_dir):

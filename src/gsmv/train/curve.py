@@ -35,6 +35,10 @@ class ProbeSet:
     # The start model's summed log-likelihood of each sequence, kept at the first LM probe: the log-likelihood
     # ratio against it says where training moved the LM's beliefs about these samples.
     start_loglik: np.ndarray | None = field(default=None, repr=False)
+    # The latest probe's scores (final values; with the LM probe, (sum, mean) log-likelihoods): after training,
+    # the last model's, so a caller that wants them per sample need not score the set again.
+    values: np.ndarray | None = field(default=None, repr=False)
+    loglik: np.ndarray | None = field(default=None, repr=False)
 
     @classmethod
     def from_rows(cls, name: str, rows: Sequence[dict]) -> ProbeSet:
@@ -56,11 +60,15 @@ def probe(ver: Verifier, ps: ProbeSet, *, batch_size: int, max_len: int, lm: boo
     pad = pad_id_of(ver.tokenizer) if ver.tokenizer is not None else 0
     res = score_sequences(ver, ps.sequences, ps.starts, batch_size=batch_size, pad_id=pad, max_len=max_len,
                           share_prompts=True)
-    m = val_metrics(ps.problem_ids, np.array([v for v, _ in res]), ps.labels)
+    ps.values = np.array([v for v, _ in res])
+    ps.loglik = (sequence_loglik(ver.lm, ps.sequences, ps.starts, pad_id=pad, batch_size=batch_size,
+                                 max_len=max_len) if lm else None)
+    ver.train(was)
+    m = val_metrics(ps.problem_ids, ps.values, ps.labels)
     keys = ("val_auc", "val_auc_within", "val_best_of_n", "val_base_accuracy", "val_brier")
     out = {f"{ps.name}_{k[4:]}": v for k, v in m.items() if k in keys}
     if lm:
-        ll = sequence_loglik(ver.lm, ps.sequences, ps.starts, pad_id=pad, batch_size=batch_size, max_len=max_len)
+        ll = ps.loglik
         if ps.start_loglik is None:
             ps.start_loglik = ll[:, 0].copy()
         for name, s in (("lm", ll[:, 0]), ("lm_mean", ll[:, 1]), ("llr", ll[:, 0] - ps.start_loglik)):
@@ -68,7 +76,6 @@ def probe(ver: Verifier, ps: ProbeSet, *, batch_size: int, max_len: int, lm: boo
             out |= {f"{ps.name}_{name}_auc_within": m["val_auc_within"],
                     f"{ps.name}_{name}_best_of_n": m["val_best_of_n"]}
         out[f"{ps.name}_lm_nll"] = float(-ll[ps.labels, 1].mean()) if ps.labels.any() else float("nan")
-    ver.train(was)
     return out
 
 
@@ -80,8 +87,8 @@ def train_curve(ver: Verifier, examples: Sequence[dict], *, vcfg: VerifierConfig
     AdamW at vcfg.lr on vcfg.schedule over `steps` (constant: the curve's points are comparable), clipping at
     vcfg.max_grad_norm; evaluate every probe set at step 0, every eval_every steps and at the end. Returns the
     records (also passed to `log`): step, examples seen (all, and those with a value), mean training losses since
-    the last record, seconds,
-    and each probe's metrics (with lm_probe, also its LM half's: see `probe`; probe_fn replaces `probe`)."""
+    the last record, seconds, and each probe's metrics (with lm_probe, also its LM half's: see `probe`; probe_fn
+    replaces `probe`)."""
     opt = build_optimizer(ver, vcfg)
     sched = build_scheduler(opt, vcfg, steps)
     lengths = [len(ex["input_ids"]) for ex in examples]
