@@ -209,8 +209,9 @@ def combine(folders: list[str]) -> None:
         d = np.load(Path(folder) / "val_scores.npz")
         pid, lab = d["problem_id"], d["label"]
         z = np.log(d["value"]) - np.log1p(-d["value"])  # the value's logit: additive with a log-likelihood
-        rankings = {"value": z, "log-likelihood (sum)": d["loglik"], "log-likelihood (mean)": d["loglik_mean"],
-                    "ratio to the start": d["loglik"] - d["start_loglik"], "start log-likelihood": d["start_loglik"]}
+        rankings = {"value": z, "log-likelihood (sum)": d["loglik"], "log-likelihood (mean)": d["loglik_mean"]}
+        if np.isfinite(d["start_loglik"]).all():  # kept by --lm-probe runs only
+            rankings |= {"ratio to the start": d["loglik"] - d["start_loglik"], "start log-likelihood": d["start_loglik"]}
         w = float(d["ll_weight"]) if "ll_weight" in d else 0.0
         if w:  # a --likelihood-value run: "value" above is its head alone
             rankings[f"value with its likelihood term (weight {w:.3f})"] = z + w * d["loglik"]
