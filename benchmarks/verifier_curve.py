@@ -124,8 +124,8 @@ def run(a: argparse.Namespace) -> None:
         ver.ll_weight = torch.nn.Parameter(torch.tensor(a.likelihood_value_init))  # before the optimizer is built
         # Keep the calibration: shift the bias by the term's mean over the value positions of 20 batches.
         with torch.no_grad():
-            batches = [collate(examples[i:i + vcfg.batch_size]) for i in range(0, 20 * vcfg.batch_size,
-                                                                                vcfg.batch_size)]
+            batches = [collate(examples[i:i + vcfg.batch_size])
+                       for i in range(0, min(20 * vcfg.batch_size, n_value), vcfg.batch_size)]
             zero = likelihood_value_loss(vcfg, terms=True)
             shift = np.mean(np.concatenate([zero(ver, b).numpy() for b in batches]))
             ver.bias -= float(shift)
