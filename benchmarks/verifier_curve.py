@@ -58,11 +58,48 @@ def choose_rows(rows: list[dict], problems: int, mixed: bool, per_problem: int, 
     return out
 
 
-def likelihood_value_loss(vcfg, terms: bool = False):
+def fresh_sample_rows(cfg, tok, n_problems: int, k: int, cache: Path) -> list[dict]:
+    """read_samples-style rows of `k` samples (T = cfg.sample.temperature, the calculator on) by the run's generator
+    for each of `n_problems` newly drawn train-distribution problems that the generator never trained on
+    (gsmv.data.tasks.fresh_problems, stream "verifier": not the LM half's fresh references either), labelled by
+    their final answer; kept in `cache` (a JSON lines file) for a rerun."""
+    from gsmv.data.gsm8k import format_prompt
+    from gsmv.data.tasks import fresh_problems
+    from gsmv.models.tokenizer import encode_prompt
+    from gsmv.models.verifier import prompt_ids, solution_ids
+    from gsmv.sample import make_sampler
+    from gsmv.sampling.base import Request, SamplingParams, request_seed
+
+    problems = {p.id: p for p in fresh_problems(cfg, n_problems, stream="verifier")}
+    if not cache.exists():
+        params = SamplingParams(temperature=cfg.sample.temperature, top_p=cfg.sample.top_p,
+                                max_new_tokens=cfg.sample.max_new_tokens, calculator=True)
+        sampler = make_sampler(cfg, RunPaths(cfg.run_dir).generator_final, params)
+        reqs = [Request(p.id, j, tuple(encode_prompt(sampler.tokenizer, format_prompt(p.question))),
+                        request_seed(cfg.sample.seed, p.id, j), p.answer) for p in problems.values() for j in range(k)]
+        t0 = time.time()
+        tmp = cache.with_suffix(".tmp")
+        with tmp.open("w") as f:
+            for smp in sampler.generate(reqs):
+                f.write(json.dumps({"problem_id": smp.problem_id, "sample_idx": smp.sample_idx, "tokens": smp.tokens,
+                                    "finished": smp.finished, "is_correct": smp.is_correct}) + "\n")
+        tmp.rename(cache)
+        print(f"sampled {len(reqs)} fresh-problem samples in {time.time() - t0:.0f} s", flush=True)
+    recs = [json.loads(line) for line in cache.read_text().splitlines()]
+    recs.sort(key=lambda r: (r["problem_id"], r["sample_idx"]))
+    prompts = {pid: prompt_ids(tok, p.question) for pid, p in problems.items()}
+    return [{"problem_id": r["problem_id"], "prompt": prompts[r["problem_id"]],
+             "tokens": solution_ids(r["tokens"], r["finished"], tok.eos_token_id), "label": bool(r["is_correct"]),
+             "wrong_char": None} for r in recs]
+
+
+def likelihood_value_loss(vcfg, terms: bool = False, ref_lm=None):
     """The joint loss (gsmv.train.verifier.verifier_loss) with the value's logit at each solution token plus
     ver.ll_weight times the log-likelihood of the solution so far under the verifier's own LM (the tokens up to
     and including that one): a value that starts from what the LM half knows. Plain layout only (one example a
-    row: the running sum is along the row)."""
+    row: the running sum is along the row). With `ref_lm` (a frozen copy of the start) the term is the
+    log-likelihood ratio against it, as in DPO's implicit reward and the implicit PRM (Yuan et al. 2024): the
+    value's gradient reaches every token's log-probability."""
     import torch.nn.functional as F
 
     def loss_fn(ver, batch):
@@ -70,6 +107,11 @@ def likelihood_value_loss(vcfg, terms: bool = False):
         ids, sol = batch["input_ids"], batch["value_mask"].float()  # token level: value_mask = solution tokens
         logp = F.log_softmax(out.logits[:, :-1].float(), -1).gather(2, ids[:, 1:, None])[..., 0]
         logp = torch.cat([torch.zeros_like(logp[:, :1]), logp], 1)  # position j: log p(token j | tokens < j)
+        if ref_lm is not None:
+            with torch.no_grad():
+                ref = F.log_softmax(ref_lm(input_ids=ids, attention_mask=batch["attention_mask"]).logits[:, :-1].float(), -1)
+                ref = ref.gather(2, ids[:, 1:, None])[..., 0]
+            logp = logp - torch.cat([torch.zeros_like(ref[:, :1]), ref], 1)
         term = ver.ll_weight * torch.cumsum(logp * sol, 1)
         if terms:  # the likelihood term at each value position (calibration)
             return term.reshape(-1)[batch["value_idx"]]
@@ -98,8 +140,9 @@ def likelihood_value_probe(ver, ps, *, batch_size, max_len, lm):
         ver.train(was)
     if (v >= 1.0).any() or (v <= 0.0).any():  # the logit is recovered from float32 sigmoids: order lost there
         raise SystemExit("likelihood_value_probe: the head's value saturated (logit beyond ~16); lower the init")
-    w = float(ver.ll_weight)
-    m = val_metrics(ps.problem_ids, np.log(v) - np.log1p(-v) + w * ll[:, 0], ps.labels)
+    w = float(ver.ll_weight.detach())
+    term = ll[:, 0] - ps.start_loglik if getattr(ver, "ll_ratio", False) else ll[:, 0]
+    m = val_metrics(ps.problem_ids, np.log(v) - np.log1p(-v) + w * term, ps.labels)
     return out | {f"{ps.name}_auc_within": m["val_auc_within"], f"{ps.name}_best_of_n": m["val_best_of_n"],
                   f"{ps.name}_auc": m["val_auc"], "ll_weight": w}
 
@@ -113,29 +156,45 @@ def run(a: argparse.Namespace) -> None:
     ver, tok, _ = tv.build_initial_verifier(cfg)
     max_len = input_limit(ver.lm, vcfg.max_len)
     all_rows, val_rows, refs = tv.read_training_data(cfg, tok)
+    if a.fresh_problems:  # the verifier's samples on problems its generator never saw, instead of samples/train
+        Path(a.out).mkdir(parents=True, exist_ok=True)
+        all_rows = fresh_sample_rows(cfg, tok, a.fresh_problems, a.fresh_samples,
+                                     Path(a.out) / "fresh_samples.jsonl")
     rows = choose_rows(all_rows, a.problems, a.mixed, a.per_problem, a.dedupe)
     examples, n_value, _, _ = tv.build_examples(rows, refs, vcfg, tok, max_len)
     collate = tv.collate_fn(pad_id_of(tok), vcfg.pack_tokens)
     tv.calibrate(ver, examples[:n_value], collate, vcfg.batch_size)
+    if a.lm_only:  # the LM half alone: does its likelihood rank the samples better as it learns the task?
+        if not len(examples) - n_value:
+            raise SystemExit("--lm-only needs LM examples: verifier.lm_weight > 0 with lm_data reference or fresh")
+        examples, n_value = examples[n_value:], 0
     loss_fn, probe_fn = tv.make_loss_fn(vcfg), None
     if a.likelihood_value:
         if vcfg.pack_tokens or vcfg.level != "token":
             raise SystemExit("--likelihood-value needs verifier.pack_tokens=0 and verifier.level=token")
         ver.ll_weight = torch.nn.Parameter(torch.tensor(a.likelihood_value_init))  # before the optimizer is built
+        ref_lm = None
+        if a.likelihood_ref:
+            if not a.lm_probe:
+                raise SystemExit("--likelihood-ref needs --lm-probe (the probe keeps the start's likelihood)")
+            import copy
+
+            ref_lm = copy.deepcopy(ver.lm).eval().requires_grad_(False)
+            ver.ll_ratio = True
         # Keep the calibration: shift the bias by the term's mean over the value positions of 20 batches.
         with torch.no_grad():
             batches = [collate(examples[i:i + vcfg.batch_size])
                        for i in range(0, min(20 * vcfg.batch_size, n_value), vcfg.batch_size)]
-            zero = likelihood_value_loss(vcfg, terms=True)
+            zero = likelihood_value_loss(vcfg, terms=True, ref_lm=ref_lm)
             shift = np.mean(np.concatenate([zero(ver, b).numpy() for b in batches]))
             ver.bias -= float(shift)
-        loss_fn, probe_fn = likelihood_value_loss(vcfg), likelihood_value_probe
+        loss_fn, probe_fn = likelihood_value_loss(vcfg, ref_lm=ref_lm), likelihood_value_probe
     # The fit probe: the training samples of its first mixed-label problems (a fixed subset, seen in training).
     fit_rows = choose_rows(rows, a.fit_problems, True, 0, False)
     probes = [ProbeSet.from_rows("fit", fit_rows), ProbeSet.from_rows("val", val_rows)]
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"run": a.run, "overrides": a.overrides, "problems": len({r["problem_id"] for r in rows}),
+    meta = {"run": a.run, "overrides": a.overrides, "lm_only": a.lm_only, "problems": len({r["problem_id"] for r in rows}),
             "value_examples": n_value, "lm_examples": len(examples) - n_value, "fit_samples": len(fit_rows),
             "val_samples": len(val_rows), "steps": a.steps, "batch_size": vcfg.batch_size, "lr": vcfg.lr,
             "date": time.strftime("%Y-%m-%d")}
@@ -153,6 +212,9 @@ def run(a: argparse.Namespace) -> None:
                 eval_every=a.eval_every, probes=probes, max_len=max_len,
                 groups=tv.batch_groups([ex.get("group", -1) for ex in examples], vcfg), log=log,
                 lm_probe=a.lm_probe, probe_fn=probe_fn)
+    if a.save_lm:  # the trained LM (a generator: benchmarks/bench_generator_quality.py --model)
+        ver.lm.save_pretrained(a.save_lm)
+        tok.save_pretrained(a.save_lm)
     # The last model's scores of every val sample (its last evaluation's), for rankings that combine them.
     val = probes[1]
     ll = val.loglik
@@ -162,7 +224,7 @@ def run(a: argparse.Namespace) -> None:
     np.savez_compressed(out / "val_scores.npz", problem_id=np.array(val.problem_ids), label=val.labels,
                         value=val.values, loglik=ll[:, 0], loglik_mean=ll[:, 1],
                         start_loglik=val.start_loglik if val.start_loglik is not None else np.full(len(ll), np.nan),
-                        ll_weight=float(getattr(ver, "ll_weight", 0.0)))
+                        ll_weight=float(getattr(ver, "ll_weight", 0.0)), ll_ratio=bool(getattr(ver, "ll_ratio", False)))
 
 
 def plot(out: str, logs: list[str]) -> None:
@@ -247,6 +309,16 @@ def main() -> None:
                     help="experimental value: its logit plus a learned weight times the log-likelihood of the "
                          "solution so far under the verifier's own LM (plain layout, token level)")
     ap.add_argument("--likelihood-value-init", type=float, default=0.0, help="the weight's start")
+    ap.add_argument("--likelihood-ref", action="store_true",
+                    help="with --likelihood-value: the log-likelihood ratio against the start model instead")
+    ap.add_argument("--lm-only", action="store_true",
+                    help="train only the LM half (its LM examples; no value examples): with --lm-probe, a curve of "
+                         "the likelihood's ranking against LM examples")
+    ap.add_argument("--fresh-problems", type=int, default=0,
+                    help="train on the generator's samples of this many newly drawn problems (never trained on) "
+                         "instead of the run's samples/train")
+    ap.add_argument("--fresh-samples", type=int, default=100, help="samples of each fresh problem")
+    ap.add_argument("--save-lm", default="", help="save the last model's LM and tokenizer to this folder")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--plot", default="", help="write this PNG from the curve.jsonl files given instead of training")
     ap.add_argument("--combine", action="store_true",

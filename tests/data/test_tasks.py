@@ -36,6 +36,9 @@ def test_fresh_problems_are_new_deterministic_and_of_the_train_distribution():
     assert not {p.question for p in fresh} & splits
     assert tasks.fresh_problems(cfg, 50) == fresh and tasks.fresh_problems(cfg, 10) == fresh[:10]
     assert max(len(p.solution.splitlines()) - 1 for p in fresh) <= 3  # train's settings
+    other = tasks.fresh_problems(cfg, 50, stream="verifier")  # another stream: other problems, still none a split's
+    assert all(p.id.startswith("verifier-") for p in other) and fresh[0].id.startswith("fresh-")
+    assert {p.question for p in other} != {p.question for p in fresh} and not {p.question for p in other} & splits
     with pytest.raises(GsmvError, match="synth"):
         tasks.fresh_problems(load_config(None, ["data.source=hf"]), 5)
 

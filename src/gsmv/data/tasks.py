@@ -154,17 +154,18 @@ def load_split(cfg: RunConfig, split: str) -> list[Problem]:
     return problems[:limit] if limit > 0 else list(problems)  # a copy: the loaded lists are cached
 
 
-def fresh_problems(cfg: RunConfig, n: int) -> list[Problem]:
+def fresh_problems(cfg: RunConfig, n: int, stream: str = "fresh") -> list[Problem]:
     """`n` newly drawn synth problems of the train distribution (their own RNG stream, so the same for every
     run of one data.synth), none of them a train, val or test question: extra training text that no split
-    holds (verifier.lm_data=fresh)."""
+    holds (verifier.lm_data=fresh). Another `stream` draws another sequence (ids prefixed with it), e.g.
+    problems for the verifier's samples that the LM half's fresh references do not share."""
     if get_task(cfg).name != "synth":
         raise GsmvError(f"fresh problems need the synth task (data.source=synth), not {cfg.data.source}")
     sy = cfg.data.synth
     splits = _synth_problems(tuple(sorted(asdict(sy).items())))
     seen = {p.question for ps in splits.values() for p in ps}
-    drawn = generate(n, sy.seed, _synth_settings(sy, "train"), exclude=seen, stream="fresh")
-    return [Problem(f"fresh-{i:07d}", p.question, p.answer, p.values[-1]) for i, p in enumerate(drawn)]
+    drawn = generate(n, sy.seed, _synth_settings(sy, "train"), exclude=seen, stream=stream)
+    return [Problem(f"{stream}-{i:07d}", p.question, p.answer, p.values[-1]) for i, p in enumerate(drawn)]
 
 
 def data_fingerprint(cfg: RunConfig, split: str) -> str:
