@@ -13,7 +13,10 @@ samples; with a few hundred mixed-label problems and many steps this is the memo
 --lm-probe also ranks the probes by the verifier's own LM (gsmv.train.curve.probe), and the last model's val
 scores go to val_scores.npz; --combine FOLDERS ranks those by value, likelihood and both. --likelihood-value
 trains an experimental value (not in gsmv): the head's logit plus a learned weight times the log-likelihood of
-the solution so far under the verifier's own LM.
+the solution so far under the verifier's own LM (with --likelihood-ref, the log-likelihood ratio against the start:
+an implicit PRM). --lm-only trains the LM half alone (a curve of its likelihood's ranking; --save-lm keeps the LM
+for benchmarks/bench_generator_quality.py --model). --fresh-problems N trains on the generator's samples of N newly
+drawn problems it never trained on, instead of samples/train.
 
     python benchmarks/verifier_curve.py --run runs/synth-v100 --out runs/curves4/lm-fresh --dedupe --lm-probe \
         verifier.lm_weight=1 verifier.lm_data=fresh verifier.group_samples=10
@@ -276,7 +279,9 @@ def combine(folders: list[str]) -> None:
             rankings |= {"ratio to the start": d["loglik"] - d["start_loglik"], "start log-likelihood": d["start_loglik"]}
         w = float(d["ll_weight"]) if "ll_weight" in d else 0.0
         if w:  # a --likelihood-value run: "value" above is its head alone
-            rankings[f"value with its likelihood term (weight {w:.3f})"] = z + w * d["loglik"]
+            ratio = bool(d["ll_ratio"]) if "ll_ratio" in d else False  # --likelihood-ref: the term is the ratio
+            term = d["loglik"] - d["start_loglik"] if ratio else d["loglik"]
+            rankings[f"value with its likelihood {'ratio ' if ratio else ''}term (weight {w:.3f})"] = z + w * term
         problems = sorted(set(pid.tolist()))
         fold = np.isin(pid, problems[::2])
         grid = [0.0, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100]
