@@ -64,7 +64,7 @@ def choose_rows(rows: list[dict], problems: int, mixed: bool, per_problem: int, 
 def fresh_sample_rows(cfg, tok, n_problems: int, k: int, cache: Path) -> list[dict]:
     """read_samples-style rows of `k` samples (T = cfg.sample.temperature, the calculator on) by the run's generator
     for each of `n_problems` newly drawn train-distribution problems that the generator never trained on
-    (gsmv.data.tasks.fresh_problems, stream "verifier": not the LM half's fresh references either), labelled by
+    (gsmv.data.tasks.fresh_problems, stream "verifier": drawn apart from the LM half's fresh references), labelled by
     their final answer; kept in `cache` (a JSON lines file) for a rerun."""
     from gsmv.data.gsm8k import format_prompt
     from gsmv.data.tasks import fresh_problems

@@ -158,7 +158,8 @@ def fresh_problems(cfg: RunConfig, n: int, stream: str = "fresh") -> list[Proble
     """`n` newly drawn synth problems of the train distribution (their own RNG stream, so the same for every
     run of one data.synth), none of them a train, val or test question: extra training text that no split
     holds (verifier.lm_data=fresh). Another `stream` draws another sequence (ids prefixed with it), e.g.
-    problems for the verifier's samples that the LM half's fresh references do not share."""
+    problems for the verifier's samples drawn apart from the LM half's fresh references (independent draws:
+    a short question can occur in both)."""
     if get_task(cfg).name != "synth":
         raise GsmvError(f"fresh problems need the synth task (data.source=synth), not {cfg.data.source}")
     sy = cfg.data.synth
