@@ -126,6 +126,18 @@ def likelihood_value_loss(vcfg, terms: bool = False, ref_lm=None):
     return loss_fn
 
 
+def probe_loglik(ver, ps, *, batch_size, max_len):
+    """The probe set's (sum, mean) log-likelihoods under the verifier's LM as of its last probe: those the LM probe
+    kept, else computed now (eval mode) and kept on `ps`, so the same model's are not computed twice."""
+    if ps.loglik is None:
+        was = ver.training
+        ver.eval()
+        ps.loglik = sequence_loglik(ver.lm, ps.sequences, ps.starts, pad_id=pad_id_of(ver.tokenizer),
+                                    batch_size=batch_size, max_len=max_len)
+        ver.train(was)
+    return ps.loglik
+
+
 def likelihood_value_probe(ver, ps, *, batch_size, max_len, lm):
     """curve.probe, its value metrics renamed head_* (the head alone), and the value with the likelihood term as
     the value's metrics (its logit + ll_weight · the solution's log-likelihood: the score at the last token)."""
@@ -134,13 +146,7 @@ def likelihood_value_probe(ver, ps, *, batch_size, max_len, lm):
     out = probe(ver, ps, batch_size=batch_size, max_len=max_len, lm=lm)  # scores kept on ps
     out = {(k.replace(f"{ps.name}_", f"{ps.name}_head_", 1) if not k.startswith(f"{ps.name}_l") else k): v
            for k, v in out.items()}
-    v, ll = ps.values, ps.loglik
-    if ll is None:  # no LM probe: the term still needs the likelihood
-        was = ver.training
-        ver.eval()
-        ll = sequence_loglik(ver.lm, ps.sequences, ps.starts, pad_id=pad_id_of(ver.tokenizer),
-                             batch_size=batch_size, max_len=max_len)
-        ver.train(was)
+    v, ll = ps.values, probe_loglik(ver, ps, batch_size=batch_size, max_len=max_len)  # the term needs it
     if (v >= 1.0).any() or (v <= 0.0).any():  # the logit is recovered from float32 sigmoids: order lost there
         raise SystemExit("likelihood_value_probe: the head's value saturated (logit beyond ~16); lower the init")
     w = float(ver.ll_weight.detach())
@@ -220,14 +226,11 @@ def run(a: argparse.Namespace) -> None:
         tok.save_pretrained(a.save_lm)
     # The last model's scores of every val sample (its last evaluation's), for rankings that combine them.
     val = probes[1]
-    ll = val.loglik
-    if ll is None:
-        ver.eval()
-        ll = sequence_loglik(ver.lm, val.sequences, val.starts, pad_id=pad_id_of(tok), max_len=max_len)
+    ll = probe_loglik(ver, val, batch_size=64, max_len=max_len)
     np.savez_compressed(out / "val_scores.npz", problem_id=np.array(val.problem_ids), label=val.labels,
                         value=val.values, loglik=ll[:, 0], loglik_mean=ll[:, 1],
                         start_loglik=val.start_loglik if val.start_loglik is not None else np.full(len(ll), np.nan),
-                        ll_weight=float(getattr(ver, "ll_weight", 0.0)), ll_ratio=bool(getattr(ver, "ll_ratio", False)))
+                        ll_weight=float(ver.ll_weight.detach()) if hasattr(ver, "ll_weight") else 0.0, ll_ratio=bool(getattr(ver, "ll_ratio", False)))
 
 
 def plot(out: str, logs: list[str]) -> None:
