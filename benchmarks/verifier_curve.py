@@ -16,7 +16,7 @@ trains an experimental value (not in gsmv): the head's logit plus a learned weig
 the solution so far under the verifier's own LM (with --likelihood-ref, the log-likelihood ratio against the start:
 an implicit PRM). --lm-only trains the LM half alone (a curve of its likelihood's ranking; --save-lm keeps the LM
 for benchmarks/bench_generator_quality.py --model). --fresh-problems N trains on the generator's samples of N newly
-drawn problems it never trained on, instead of samples/train.
+drawn problems it never trained on, instead of samples/train (with --and-train, beside them).
 
     python benchmarks/verifier_curve.py --run runs/synth-v100 --out runs/curves4/lm-fresh --dedupe --lm-probe \
         verifier.lm_weight=1 verifier.lm_data=fresh verifier.group_samples=10
@@ -167,8 +167,8 @@ def run(a: argparse.Namespace) -> None:
     all_rows, val_rows, refs = tv.read_training_data(cfg, tok)
     if a.fresh_problems:  # the verifier's samples on problems its generator never saw, instead of samples/train
         Path(a.out).mkdir(parents=True, exist_ok=True)
-        all_rows = fresh_sample_rows(cfg, tok, a.fresh_problems, a.fresh_samples,
-                                     Path(a.out) / "fresh_samples.jsonl")
+        fresh = fresh_sample_rows(cfg, tok, a.fresh_problems, a.fresh_samples, Path(a.out) / "fresh_samples.jsonl")
+        all_rows = all_rows + fresh if a.and_train else fresh
     rows = choose_rows(all_rows, a.problems, a.mixed, a.per_problem, a.dedupe)
     examples, n_value, _, _ = tv.build_examples(rows, refs, vcfg, tok, max_len)
     collate = tv.collate_fn(pad_id_of(tok), vcfg.pack_tokens)
@@ -326,6 +326,8 @@ def main() -> None:
                     help="train on the generator's samples of this many newly drawn problems (never trained on) "
                          "instead of the run's samples/train")
     ap.add_argument("--fresh-samples", type=int, default=100, help="samples of each fresh problem")
+    ap.add_argument("--and-train", action="store_true",
+                    help="with --fresh-problems: the run's samples/train as well (more distinct samples per pass)")
     ap.add_argument("--save-lm", default="", help="save the last model's LM and tokenizer to this folder")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--plot", default="", help="write this PNG from the curve.jsonl files given instead of training")
