@@ -157,6 +157,8 @@ def likelihood_value_probe(ver, ps, *, batch_size, max_len, lm):
 
 
 def run(a: argparse.Namespace) -> None:
+    if a.and_train and not a.fresh_problems:
+        raise SystemExit("--and-train adds the run's samples to --fresh-problems' samples: give --fresh-problems N")
     # A constant learning rate unless overridden: every point of the curve is a model one could stop at.
     cfg = load_config(RunPaths(a.run).config, ["verifier.schedule=constant", *a.overrides])
     vcfg = cfg.verifier
