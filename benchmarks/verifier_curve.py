@@ -10,13 +10,14 @@ rate, evaluated every --eval-every steps. Every knob that the stage reads from c
 override (verifier.lr=3e-3 verifier.lm_weight=0 ...). --problems/--mixed/--per-problem choose the training
 samples; with a few hundred mixed-label problems and many steps this is the memorisation test of issue 20.
 
---lm-probe also ranks the probes by the verifier's own LM (gsmv.train.curve.probe), and the last model's val
-scores go to val_scores.npz; --combine FOLDERS ranks those by value, likelihood and both. --likelihood-value
-trains an experimental value (not in gsmv): the head's logit plus a learned weight times the log-likelihood of
-the solution so far under the verifier's own LM (with --likelihood-ref, the log-likelihood ratio against the start:
-an implicit PRM). --lm-only trains the LM half alone (a curve of its likelihood's ranking; --save-lm keeps the LM
-for benchmarks/bench_generator_quality.py --model). --fresh-problems N trains on the generator's samples of N newly
-drawn problems it never trained on, instead of samples/train (with --and-train, beside them).
+--lm-probe also ranks the probes by the verifier's own LM (gsmv.train.curve.probe), and the last model's val scores
+go to val_scores.npz; --combine FOLDERS ranks those by value, likelihood and both, and lets each ranking's top k
+samples vote (the paper's Fig. 7). --likelihood-value trains an experimental value (not in gsmv): the head's logit
+plus a learned weight times the log-likelihood of the solution so far under the verifier's own LM (with
+--likelihood-ref, the log-likelihood ratio against the start: an implicit PRM). --lm-only trains the LM half alone
+(a curve of its likelihood's ranking; --save-lm keeps the LM for benchmarks/bench_generator_quality.py --model).
+--fresh-problems N trains on the generator's samples of N newly drawn problems it never trained on, instead of
+samples/train (with --and-train, beside them).
 
     python benchmarks/verifier_curve.py --run runs/synth-v100 --out runs/curves4/lm-fresh --dedupe --lm-probe \
         verifier.lm_weight=1 verifier.lm_data=fresh verifier.group_samples=10
@@ -275,6 +276,7 @@ def combine(folders: list[str]) -> None:
 
     print("| run | ranking | val within-problem AUC | val best-of-N |")
     print("|---|---|---:|---:|")
+    votes = {}
     for folder in folders:
         d = np.load(Path(folder) / "val_scores.npz")
         pid, lab = d["problem_id"], d["label"]
@@ -300,6 +302,40 @@ def combine(folders: list[str]) -> None:
         for name, s in rankings.items():
             m = val_metrics(pid, s, lab)
             print(f"| {Path(folder).name} | {name} | {m['val_auc_within']:.3f} | {100 * m['val_best_of_n']:.1f} |")
+        votes[folder] = rankings, pid, lab
+    for folder, (rankings, pid, lab) in votes.items():
+        vote_table(folder, rankings, pid, lab)
+
+
+def vote_table(folder: str, rankings: dict[str, np.ndarray], pid: np.ndarray, lab: np.ndarray) -> None:
+    """The paper's Fig. 7 on a curve folder's val samples: the k top-ranked samples of each problem vote on the
+    answer (gsmv.metrics.top_k_voting; k = N is majority@N), by each ranking, with a 95% paired bootstrap CI (over
+    problems) of the difference from majority@N at each k. The answers come from the run's samples/val, read in the
+    order the curve read them (labelled rows, shard order)."""
+    from gsmv.artifacts import read_shards
+    from gsmv.metrics import bootstrap_ci, top_k_voting
+
+    meta = json.loads((Path(folder) / "meta.json").read_text())
+    t = read_shards(RunPaths(meta["run"]).samples("val"), ["problem_id", "final_answer", "is_correct"]).table
+    keep = np.array([ok is not None for ok in t.column("is_correct").to_pylist()])
+    ans = np.array(t.column("final_answer").to_pylist(), dtype=object)[keep]
+    if not np.array_equal(np.array(t.column("problem_id").to_pylist())[keep], pid):
+        raise SystemExit(f"{folder}: {meta['run']}'s samples/val are not the samples this curve scored")
+    problems = list(dict.fromkeys(pid.tolist()))
+    n = len(pid) // len(problems)
+    if len(pid) != n * len(problems) or not all((pid.reshape(-1, n) == np.array(problems)[:, None]).all(axis=1)):
+        raise SystemExit(f"{folder}: top-k voting needs the same number of samples, in a block, for every problem")
+    ks = [k for k in (1, 2, 4, 8, 16, 32, 64, 100) if k < n] + [n]
+    print(f"\n{Path(folder).name}: top-k voting, val (k = {n}: majority@{n}); "
+          f"in brackets: the difference from majority@{n}, 95% paired bootstrap CI over {len(problems)} problems")
+    print("| ranking | " + " | ".join(f"k={k}" for k in ks) + " |")
+    print("|---|" + "---:|" * len(ks))
+    shape = (len(problems), n)
+    for name, s in rankings.items():
+        acc = top_k_voting(s.reshape(shape), ans.reshape(shape).tolist(), lab.reshape(shape), ks)  # [len(ks), P]
+        lo, hi = bootstrap_ci(acc - acc[-1], resamples=2000, seed=0)
+        cells = [f"{100 * a.mean():.1f} [{100 * lo_:+.1f}, {100 * hi_:+.1f}]" for a, lo_, hi_ in zip(acc, lo, hi, strict=True)]
+        print(f"| {name} | " + " | ".join(cells[:-1] + [f"{100 * acc[-1].mean():.1f}"]) + " |")
 
 
 def main() -> None:
