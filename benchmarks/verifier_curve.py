@@ -27,6 +27,7 @@ samples/train (with --and-train, beside them).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 from pathlib import Path
@@ -34,8 +35,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gsmv.artifacts import RunPaths
+from gsmv.artifacts import RunPaths, os_error_message
 from gsmv.config import load_config
+from gsmv.errors import GsmvError
 from gsmv.models.likelihood import sequence_loglik
 from gsmv.models.verifier import input_limit, pad_id_of
 from gsmv.train import verifier as tv
@@ -307,25 +309,36 @@ def combine(folders: list[str]) -> None:
         vote_table(folder, rankings, pid, lab)
 
 
+@functools.cache
+def val_answers(run: str) -> tuple[np.ndarray, np.ndarray]:
+    """(problem ids, normalized final answers) of a run's labelled samples/val rows, in the order the curve read
+    them (shard order, as gsmv.train.verifier.read_samples); read once for all the folders of one run."""
+    from gsmv.artifacts import read_shards
+    from gsmv.data.answers import normalize_answer
+
+    t = read_shards(RunPaths(run).samples("val"), ["problem_id", "final_answer", "is_correct"]).table
+    keep = np.array([ok is not None for ok in t.column("is_correct").to_pylist()])
+    # normalized as the evaluator's votes are (gsmv.run_data), so equal answers written differently vote together
+    ans = [normalize_answer(a) if a is not None else None for a in t.column("final_answer").to_pylist()]
+    return np.array(t.column("problem_id").to_pylist())[keep], np.array(ans, dtype=object)[keep]
+
+
 def vote_table(folder: str, rankings: dict[str, np.ndarray], pid: np.ndarray, lab: np.ndarray) -> None:
     """The paper's Fig. 7 on a curve folder's val samples: the k top-ranked samples of each problem vote on the
     answer (gsmv.metrics.top_k_voting; k = N is majority@N), by each ranking, with a 95% paired bootstrap CI (over
-    problems) of the difference from majority@N at each k. The answers come from the run's samples/val, read in the
-    order the curve read them (labelled rows, shard order)."""
-    from gsmv.artifacts import read_shards
+    problems) of the difference from majority@N at each k. The answers come from the run's samples/val."""
+    from gsmv.evaluate import power_grid
     from gsmv.metrics import bootstrap_ci, top_k_voting
 
-    meta = json.loads((Path(folder) / "meta.json").read_text())
-    t = read_shards(RunPaths(meta["run"]).samples("val"), ["problem_id", "final_answer", "is_correct"]).table
-    keep = np.array([ok is not None for ok in t.column("is_correct").to_pylist()])
-    ans = np.array(t.column("final_answer").to_pylist(), dtype=object)[keep]
-    if not np.array_equal(np.array(t.column("problem_id").to_pylist())[keep], pid):
-        raise SystemExit(f"{folder}: {meta['run']}'s samples/val are not the samples this curve scored")
-    problems = list(dict.fromkeys(pid.tolist()))
+    run = json.loads((Path(folder) / "meta.json").read_text())["run"]
+    run_pid, ans = val_answers(run)
+    if not np.array_equal(run_pid, pid):
+        raise SystemExit(f"{folder}: {run}'s samples/val are not the samples this curve scored")
+    problems = np.array(list(dict.fromkeys(pid.tolist())))
     n = len(pid) // len(problems)
-    if len(pid) != n * len(problems) or not all((pid.reshape(-1, n) == np.array(problems)[:, None]).all(axis=1)):
+    if len(pid) != n * len(problems) or not (pid.reshape(-1, n) == problems[:, None]).all():
         raise SystemExit(f"{folder}: top-k voting needs the same number of samples, in a block, for every problem")
-    ks = [k for k in (1, 2, 4, 8, 16, 32, 64, 100) if k < n] + [n]
+    ks = power_grid(n)
     print(f"\n{Path(folder).name}: top-k voting, val (k = {n}: majority@{n}); "
           f"in brackets: the difference from majority@{n}, 95% paired bootstrap CI over {len(problems)} problems")
     print("| ranking | " + " | ".join(f"k={k}" for k in ks) + " |")
@@ -373,12 +386,17 @@ def main() -> None:
                     help="rank the val samples of the curve folders given by value, likelihood and both instead of training")
     ap.add_argument("overrides", nargs="*", help="config overrides (verifier.lr=3e-3 ...) or, with --plot, logs")
     a = ap.parse_args()
-    if a.plot:
-        plot(a.plot, a.overrides)
-    elif a.combine:
-        combine(a.overrides)
-    else:
-        run(a)
+    try:  # bad input (a folder without its files, a run without samples): one line, as gsmv's CLI says it
+        if a.plot:
+            plot(a.plot, a.overrides)
+        elif a.combine:
+            combine(a.overrides)
+        else:
+            run(a)
+    except GsmvError as e:
+        raise SystemExit(f"verifier_curve: error: {e}") from None
+    except OSError as e:
+        raise SystemExit(f"verifier_curve: error: {os_error_message(e)}") from None
 
 
 if __name__ == "__main__":
