@@ -109,6 +109,11 @@ class TrainConfig:
 @dataclass
 class FinetuneConfig(TrainConfig):
     loss_on_prompt: bool = False  # also train on question tokens (the released code's loss_on_prefix)
+    # Beyond the paper (synth only): reference solutions of this many newly drawn problems of the train
+    # distribution (none of them a train, val or test question) join the generator's training data. A stronger
+    # generator on the same splits, tokenizer and verifier problems as a run without them: the synth
+    # generator is data-limited, so this is how the generator-strength grid makes its stronger generators.
+    extra_problems: int = added_later(0)
 
 
 @dataclass
@@ -263,6 +268,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # package data: presets ship with the package
+RESEARCH_CONFIG_DIR = Path("docs/research/configs")  # relative: a repository checkout, not the package
 
 
 def _valid_keys(node: Any) -> list[str]:
@@ -325,6 +331,7 @@ def _check(cfg: RunConfig) -> None:
         if getattr(getattr(cfg, sect), name) > limit:
             raise GsmvError(f"config key '{key}' is {getattr(getattr(cfg, sect), name):,}: at most {limit:,} {unit}")
     _check_synth(cfg.data.synth)
+    _check_finetune(cfg.finetune, cfg.data.source)
     _check_verifier(cfg.verifier, cfg.data.source)
     _check_sampling(cfg.sample, cfg.search)
     for sect in ("finetune", "verifier"):
@@ -355,6 +362,14 @@ def _check_synth(sy: SynthConfig) -> None:
     for key in ("p_combine", "p_pack"):
         if not 0.0 <= getattr(sy, key) <= 1.0:
             raise GsmvError(f"config key 'data.synth.{key}' must be in [0, 1]")
+
+
+def _check_finetune(ft: FinetuneConfig, source: str) -> None:
+    if ft.extra_problems < 0:
+        raise GsmvError("config key 'finetune.extra_problems' must be >= 0 (0 = the train split only)")
+    if ft.extra_problems and source != "synth":
+        raise GsmvError("config key 'finetune.extra_problems' is set: extra problems need a task that draws new "
+                        "problems (data.source=synth)")
 
 
 def _check_verifier(v: VerifierConfig, source: str) -> None:
@@ -417,7 +432,11 @@ def resolve_preset(path_or_name: str) -> Path:
         if cand.is_file():
             return cand
     names = sorted(q.stem for q in CONFIG_DIR.glob("*.yaml")) if CONFIG_DIR.is_dir() else []
-    raise GsmvError(f"config '{path_or_name}' not found: give a YAML path or one of the presets {', '.join(names)}")
+    # One-experiment configs left the package (issue 38); in a checkout, name the file an old command meant.
+    research = RESEARCH_CONFIG_DIR / f"{path_or_name}.yaml"
+    hint = f" (a research config: --config {research})" if research.is_file() else ""
+    raise GsmvError(f"config '{path_or_name}' not found: give a YAML path or one of the presets "
+                    f"{', '.join(names)}{hint}")
 
 
 def _preset_chain(path_or_name: str, seen: tuple[Path, ...] = ()) -> list[tuple[Path, Any]]:
@@ -432,6 +451,12 @@ def _preset_chain(path_or_name: str, seen: tuple[Path, ...] = ()) -> list[tuple[
     if not OmegaConf.is_dict(layer):
         raise GsmvError(f"{yaml_path}: expected a mapping of config keys at the top level")
     base = layer.pop("base", None)
+    if base:
+        # A file beside this one first: research configs (docs/research/configs/) build on each other by name
+        # and live outside the package; a name with no such sibling is a shipped preset.
+        sibling = next((c for c in (yaml_path.parent / str(base), yaml_path.parent / f"{base}.yaml") if c.is_file()),
+                       None)
+        base = sibling or base
     chain = _preset_chain(str(base), (*seen, yaml_path.resolve())) if base else []
     return [*chain, (yaml_path, layer)]
 

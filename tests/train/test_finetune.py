@@ -176,3 +176,36 @@ def test_two_process_ddp_gives_identical_weights(tiny_cfg, tmp_path):
     state = json.loads((paths.generator_final / "trainer_state.json").read_text())
     assert state["num_processes"] == 2 and state["complete"]
     assert model.config.hidden_size == 64
+
+
+def test_extra_problems_join_the_training_data_but_not_the_tokenizer_or_splits(tmp_path):
+    from gsmv.config import load_config
+    from gsmv.data.tasks import load_split
+    from tiny_overrides import TINY_OVERRIDES
+
+    def cfg(name, *more):
+        return load_config("smoke-synth", [f"out_dir={tmp_path}", f"name={name}", *TINY_OVERRIDES,
+                                           "finetune.epochs=0.1", "finetune.max_len=1024", *more])
+
+    base, extra = cfg("base"), cfg("extra", "finetune.extra_problems=300")
+    finetune.main(base)
+    finetune.main(extra)
+
+    def examples(c):
+        return next(r["examples"] for r in read_metrics(RunPaths(c.run_dir).metrics, "finetune") if r.get("event") == "start")
+
+    assert examples(extra) == examples(base) + 300
+    # Same vocabulary (trained on the train split alone) and the same splits: a verifier may start from either.
+    tok_files = [RunPaths(c.run_dir).tokenizer / "tokenizer.json" for c in (base, extra)]
+    assert tok_files[0].read_bytes() == tok_files[1].read_bytes()
+    for split in ("train", "val", "test"):
+        assert load_split(base, split) == load_split(extra, split)
+
+
+def test_extra_problems_need_the_synth_task():
+    from gsmv.config import load_config
+
+    with pytest.raises(GsmvError, match="finetune.extra_problems"):
+        load_config("smoke", ["finetune.extra_problems=10"])
+    with pytest.raises(GsmvError, match="finetune.extra_problems"):
+        load_config("smoke-synth", ["finetune.extra_problems=-1"])

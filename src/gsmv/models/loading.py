@@ -22,6 +22,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaC
 from gsmv.artifacts import safetensors_ok
 from gsmv.config import ModelConfig, RunConfig
 from gsmv.errors import GsmvError
+from gsmv.models.sources import looks_local, resolve_model
 from gsmv.models.tokenizer import check_tokenizer
 
 
@@ -99,11 +100,6 @@ def _as_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     return got
 
 
-def _looks_local(name: str) -> bool:
-    # Hub ids are "name" or "org/name"; anything else (absolute, ./, ~, deeper paths) is a folder.
-    return name.startswith((".", "/", "~")) or name.count("/") > 1 or Path(name).exists()
-
-
 def load_model_and_tokenizer(
     name_or_path: str | Path,
     *,
@@ -111,7 +107,7 @@ def load_model_and_tokenizer(
     device: torch.device | str = "cpu",
     dropout: float = 0.0,
 ) -> tuple[PreTrainedModel, Any]:
-    """Load a causal LM and its tokenizer from a local folder or a hub id.
+    """Load a causal LM and its tokenizer from a local folder, a hub id or a packaged model (gsmv.models.sources).
 
     Raises GsmvError (one line naming the path) when the folder is missing, holds no
     causal LM, or has no usable tokenizer. The tokenizer gets pad = EOS when it has no pad.
@@ -119,7 +115,8 @@ def load_model_and_tokenizer(
     name = str(name_or_path)
     if name in PRESETS:
         raise GsmvError(f"'{name}' is a from-scratch preset with no weights: run finetune to train it first")
-    local = _looks_local(name)
+    name = resolve_model(name)  # a packaged model becomes its converted folder when the hub is out of reach
+    local = looks_local(name)
     path = Path(name).expanduser()
     if local:
         if not path.exists():
@@ -276,10 +273,11 @@ def train_flops_per_token(model: nn.Module, seq_len: int) -> float:
     return 6.0 * (n + d * vocab) + 6.0 * n_layer * seq_len * d
 
 
-def check_model_folder(folder: Path, verifier: bool = False) -> list:
+def check_model_folder(folder: Path, also: tuple[str, ...] = ()) -> list:
     """What is damaged in a model folder the training loop finished (the pipeline's check of finetune and
-    train-verifier): config.json, the tokenizer and whole weights (+ the verifier's head files). A damaged folder
-    is deleted as a whole: the training loop then writes it again from its last checkpoint."""
+    train-verifier): config.json, the tokenizer, whole weights and the files named in `also` (a .safetensors one
+    must be whole too; gsmv.models.verifier.check_verifier_folder names the verifier's). A damaged folder is
+    deleted as a whole: the training loop then writes it again from its last checkpoint."""
     if not folder.is_dir():
         return [(None, f"{folder} is missing")]
     # tokenizer_config.json: save_pretrained writes it for every tokenizer (the other tokenizer files vary by model).
@@ -295,11 +293,7 @@ def check_model_folder(folder: Path, verifier: bool = False) -> list:
         weights = ["model.safetensors"]
     elif not any(folder.glob("pytorch_model*.bin")):  # torch pickles: nothing cheap to check beyond existence
         bad.append("model weights")
-    if verifier:
-        from gsmv.models.verifier import CONFIG_NAME, HEAD_NAME
-
-        weights.append(HEAD_NAME)
-        if not (folder / CONFIG_NAME).is_file():
-            bad.append(CONFIG_NAME)
+    weights += [f for f in also if f.endswith(".safetensors")]
+    bad += [f for f in also if not f.endswith(".safetensors") and not (folder / f).is_file()]
     bad += [w for w in weights if not safetensors_ok(folder / w)]
     return [(folder, f"{folder}: {', '.join(bad)} missing or damaged")] if bad else []

@@ -89,6 +89,12 @@ def main(cfg: RunConfig, *, on_step: Callable[[int], None] | None = None) -> Non
         model, tok = load_model_and_tokenizer(cfg.model.name, dtype="float32", device="cpu")
     apply_residual_dropout(model, ft.dropout)
 
+    if ft.extra_problems:
+        # After the tokenizer: a preset's vocabulary stays the train split's, so runs with and without extra
+        # problems share it (and a verifier can start from either generator).
+        from gsmv.data.tasks import fresh_problems
+
+        train = train + fresh_problems(cfg, ft.extra_problems, stream="generator")
     train_ex, n_trunc = encode_problems(tok, train, ft.max_len, ft.loss_on_prompt)
     val_ex, _ = encode_problems(tok, val, ft.max_len, ft.loss_on_prompt)
     metrics = MetricsLog(paths.metrics, "finetune", enabled=accelerator.is_main_process)
