@@ -32,7 +32,7 @@ def examples_for(run: str, tok, per_problem: int, n_value: int, vcfg: VerifierCo
     cfg = load_config(RunPaths(run).config)
     train = load_split(cfg, "train")
     prompts = {p.id: prompt_ids(tok, p.question) for p in train}
-    rows = tv.read_samples(RunPaths(run).samples("train"), prompts, "train", tok.eos_token_id)
+    rows = tv.read_samples(RunPaths(run).samples("train"), prompts, "train", tok)
     by: dict[str, list] = {}
     for r in rows:
         by.setdefault(r["problem_id"], []).append(r)

@@ -19,9 +19,15 @@ QUESTIONS = ["Ana has 3 boxes with 4 pens in each. How many pens does she have?"
 SOLUTIONS = ["Ana has 3*4=<<3*4=12>>12 pens.\n#### 12", "Bo has 9-2=<<9-2=7>>7 cards", "#### 7", ""]
 
 
-@pytest.fixture(scope="module", params=["token", "linear"])
-def verifier_dir(request, tiny_llama_dir, tmp_path_factory):
-    ver, tok = build_verifier(tiny_llama_dir, head=request.param)
+@pytest.fixture(scope="module", params=["token", "linear", "other-family"])
+def verifier_dir(request, tiny_llama_dir, tiny_gpt2_dir, tmp_path_factory):
+    # other-family: a GPT-2 verifier of another vocabulary than the tiny Llama generator's, which reads samples as
+    # text (Verifier.reads); exports and rewards take text, so they must give what scoring that text gives.
+    if request.param == "other-family":
+        ver, tok = build_verifier(tiny_gpt2_dir, head="token")
+        ver.reads = "text"
+    else:
+        ver, tok = build_verifier(tiny_llama_dir, head=request.param)
     torch.manual_seed(0)
     with torch.no_grad():
         if ver.head == "token":
@@ -56,11 +62,13 @@ def test_exported_model_gives_gsmvs_values(verifier_dir, to, tmp_path):
     want = score_sequences(ver, seqs, starts, batch_size=4, pad_id=tok.pad_token_id)
     out = export(verifier_dir, to, tmp_path / "out")
     model, etok = load_exported(out)  # transformers' own classes, no gsmv code in the folder
-    assert type(model).__name__ == ("LlamaForSequenceClassification" if to == "seq-cls" else
-                                    "LlamaForTokenClassification")
+    family = "GPT2" if type(ver.lm).__name__.startswith("GPT2") else "Llama"
+    assert type(model).__name__ == family + ("ForSequenceClassification" if to == "seq-cls" else
+                                             "ForTokenClassification")
     cfg = json.loads((out / "config.json").read_text())
     pad = cfg["pad_token_id"]
-    assert all(pad not in s for s in seqs)  # the pad id never occurs in input
+    # seq-cls finds the last token by the pad id, so it must never occur in input; token-cls reads positions.
+    assert to == "token-cls" or all(pad not in s for s in seqs)
     width = max(len(s) for s in seqs)
     ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs])  # right padding, several lengths
     mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])

@@ -130,3 +130,35 @@ def test_two_processes_give_the_same_scores(scored_run, tmp_path):
     np.testing.assert_allclose(two.column("score").to_numpy(), one.column("score").to_numpy(), atol=1e-6)
     for a, b in zip(two.column("token_values").to_pylist(), one.column("token_values").to_pylist(), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_a_verifier_that_reads_text_scores_each_samples_text_in_its_own_ids(tiny_cfg, tiny_llama_dir, tiny_gpt2_dir):
+    # Samples in the tiny Llama's ids, a verifier of another vocabulary (GPT-2 style): the score is the value
+    # at the end of question + the sample's text in the verifier's own ids (+ its EOS when finished).
+    from transformers import AutoTokenizer
+
+    from gsmv.models.tokenizer import encode_solution
+
+    paths = RunPaths(tiny_cfg.run_dir)
+    ver, vtok = build_verifier(tiny_gpt2_dir, head="token")
+    ver.reads = "text"
+    with torch.no_grad():
+        ver.gain.fill_(0.8)
+    ver.save_pretrained(paths.verifier_final)
+    tiny_cfg.data.test_limit = 4
+    test = load_split(tiny_cfg, "test")
+    gtok = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    rows = labelled_rows(test, gtok, 2, lambda i, j: j == 0)
+    rows[1]["finished"] = False
+    write_shards(paths.samples("test"), rows, rows_per_shard=8)
+    score.main(tiny_cfg, "test")
+    t = read_shards(paths.scores("test")).table
+    questions = {p.id: p.question for p in test}
+    loaded, tok = load_verifier(paths.verifier_final)
+    assert loaded.reads == "text"
+    for i, r in enumerate(rows):
+        seq = prompt_ids(tok, questions[r["problem_id"]]) + encode_solution(tok, r["text"], eos=r["finished"])
+        with torch.no_grad():
+            want = float(loaded(torch.tensor([seq]), return_logits=False).values[0, -1])
+        assert t.column("score")[i].as_py() == pytest.approx(want, abs=1e-5)
+        assert t.column("token_values")[i].as_py() == []  # its tokens are not the sample's: no per-token values

@@ -174,3 +174,32 @@ def test_search_with_the_hf_sampler_on_a_tiny_model_is_deterministic(tiny_llama_
         assert r.generated_tokens >= len(r.tokens) and r.steps <= 3 and len(r.tokens) <= 10
         assert r.text == tok.decode(r.tokens)
     assert max(len(r.tokens) for r in a) == 10  # the budget bound, not the steps
+
+
+def test_a_verifier_that_reads_text_values_the_generators_sequences_as_their_text(tiny_llama_dir, tiny_gpt2_dir):
+    # search and solve hand the verifier the generator's ids; a verifier of another vocabulary values the same
+    # text in its own ids (prompt, solution, and EOS only when the generator's EOS ended the solution).
+    from transformers import AutoTokenizer
+
+    from gsmv.models.tokenizer import encode_prompt, encode_solution
+    from gsmv.models.verifier import build_verifier, pad_id_of, score_sequences
+    from gsmv.search import verifier_value_fn
+
+    gtok = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    ver, vtok = build_verifier(tiny_gpt2_dir)
+    ver.reads = "text"
+    with torch.no_grad():
+        ver.gain.fill_(0.7)
+    question, solution = "Tom has 4 pens and buys 5 more. How many?\n", "4+5 = <<4+5=9>>9 pens.\n#### 9"
+    prompt = encode_prompt(gtok, question)
+    sol = gtok(solution, add_special_tokens=False)["input_ids"]
+    seqs = [prompt + sol + [gtok.eos_token_id], prompt + sol[:5]]
+    got = verifier_value_fn(ver, batch_size=2, pad_id=pad_id_of(vtok), generator_tokenizer=gtok)(
+        seqs, [len(prompt)] * 2)
+    vprompt = encode_prompt(vtok, question)
+    want_seqs = [vprompt + encode_solution(vtok, solution, eos=True),
+                 vprompt + encode_solution(vtok, gtok.decode(sol[:5]), eos=False)]
+    want = [v for v, _ in score_sequences(ver, want_seqs, [len(vprompt)] * 2, batch_size=2, pad_id=pad_id_of(vtok))]
+    assert got == pytest.approx(want, abs=1e-6)
+    with pytest.raises(GsmvError, match="needs the generator's tokenizer"):
+        verifier_value_fn(ver, batch_size=2, pad_id=pad_id_of(vtok))

@@ -167,9 +167,10 @@ class VerifierConfig(TrainConfig):
     rank_weight: float = added_later(0.0)
     # generator (paper, Appendix E: "we initialize our verifiers from their corresponding generators") |
     # base: cfg.model.name (a hub model or folder; for from-scratch presets a fresh random model) |
-    # a model folder (e.g. another run's generator/final): a verifier of another size than the generator, as in
-    # the paper's generator/verifier size comparison. It must share the generator's vocabulary, since the
-    # verifier reads the samples' token ids. The stage hash sees the path, not the weights in it.
+    # any causal LM (a model folder such as another run's generator/final, a hub id, or a packaged model such as
+    # smollm2-135m, gsmv.models.sources): a verifier of another size or family than the generator, as in the
+    # paper's generator/verifier size comparison. One that shares the generator's vocabulary reads the samples'
+    # token ids; any other reads their text with its own tokenizer. The stage hash sees the name, not the weights.
     init: str = "generator"
     # The reserved token whose logit the "token" head reads; added to the vocabulary when a tokenizer
     # (a hub model's) lacks it, so the head always starts from a row of the LM's own unembedding.

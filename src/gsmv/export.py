@@ -79,12 +79,14 @@ def export(verifier_dir: str | Path, to: str, out: str | Path, card: dict | None
     if missing or unexpected:
         raise GsmvError(f"export: {verifier_dir}: the trunk does not fit {TARGETS[to]} "
                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    # Llama-style classes call the layer `score`; GPT-2's token classifier calls it `classifier`.
+    layer = model.score if hasattr(model, "score") else model.classifier
     with torch.no_grad():
-        model.score.weight.copy_(weight.reshape(1, -1).to(model.score.weight.dtype))
-        if model.score.bias is not None:
-            model.score.bias.fill_(bias)
+        layer.weight.copy_(weight.reshape(1, -1).to(layer.weight.dtype))
+        if layer.bias is not None:
+            layer.bias.fill_(bias)
     # What a reader adds to the logit for P(correct): the bias, unless the score layer already holds it.
-    model.config.value_bias = 0.0 if model.score.bias is not None else bias
+    model.config.value_bias = 0.0 if layer.bias is not None else bias
     model.eval()
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)

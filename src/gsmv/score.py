@@ -16,11 +16,12 @@ i % world_size.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from tqdm.auto import tqdm
 
+from gsmv import progress
 from gsmv.artifacts import (
     REFERENCE_SPLIT,
     Damage,
@@ -34,7 +35,7 @@ from gsmv.artifacts import (
 )
 from gsmv.config import RunConfig
 from gsmv.errors import GsmvError
-from gsmv.models.verifier import input_limit, load_verifier, pad_id_of, prompt_ids, solution_ids
+from gsmv.models.verifier import input_limit, load_verifier, pad_id_of, prompt_ids, sample_solution_ids
 from gsmv.runtime import partial_state, pick_device, pick_dtype, setup_threads
 
 SCORE_SCHEMA = pa.schema([
@@ -45,20 +46,23 @@ SCORE_SCHEMA = pa.schema([
 ])
 
 
-def sequences_for_shard(path, prompts: dict[str, list[int]], split: str,
-                        eos_id: int | None) -> tuple[pa.Table, list, list, list]:
+def sequences_for_shard(path, prompts: dict[str, list[int]], split: str, tokenizer: Any,
+                        reads: str = "tokens") -> tuple[pa.Table, list, list, list]:
     """The shard's ids/indices table, prompt + solution sequences, solution start positions and the
-    number of sampled tokens of each row (the verifier also reads EOS after a finished sample)."""
-    t = read_shard(path, ("problem_id", "sample_idx", "tokens", "finished"))
+    number of sampled tokens of each row (the verifier also reads EOS after a finished sample). A verifier that
+    reads text (another tokenizer than the generator's) gets each sample's text in its own ids, and no
+    per-token values (they would not align with the sample's tokens): n_sampled is 0."""
+    names = ("problem_id", "sample_idx", "tokens", "finished", "text")
+    t = read_shard(path, names)
     seqs, starts, n_sampled = [], [], []
-    cols = (t.column(c).to_pylist() for c in ("problem_id", "tokens", "finished"))
-    for i, (pid, toks, finished) in enumerate(zip(*cols, strict=True)):
+    cols = (t.column(c).to_pylist() for c in ("problem_id", "tokens", "finished", "text"))
+    for i, (pid, toks, finished, text) in enumerate(zip(*cols, strict=True)):
         if pid not in prompts:
             raise GsmvError(f"{path}: row {i}: problem_id {pid!r} is not in the '{REFERENCE_SPLIT[split]}' split")
         p = prompts[pid]
-        seqs.append(p + solution_ids(toks, finished, eos_id))
+        seqs.append(p + sample_solution_ids(reads, tokenizer, toks, finished, text))
         starts.append(len(p))
-        n_sampled.append(len(toks or []))
+        n_sampled.append(len(toks or []) if reads == "tokens" else 0)
     return t, seqs, starts, n_sampled
 
 
@@ -86,10 +90,10 @@ def main(cfg: RunConfig, split: str = "test") -> dict:
         prompts = {p.id: prompt_ids(tok, p.question) for p in load_split(cfg, REFERENCE_SPLIT[split])}
         # The longest input the verifier trained and was validated on (train-verifier cuts the same way).
         limit = input_limit(verifier.lm, cfg.verifier.max_len)
-        bar = tqdm(todo, desc=f"score {split} (rank {state.process_index})", unit="shard",
+        bar = progress.bar(todo, desc=f"score {split} (rank {state.process_index})", unit="shard",
                    disable=not state.is_local_main_process)
         for path in bar:
-            t, seqs, starts, n_sampled = sequences_for_shard(path, prompts, split, tok.eos_token_id)
+            t, seqs, starts, n_sampled = sequences_for_shard(path, prompts, split, tok, verifier.reads)
             # A shard holds whole problems, so each problem's samples read its prompt once.
             res = verifier.score_sequences(seqs, starts, batch_size=cfg.score.batch_size, pad_id=pad_id,
                                            max_len=limit, share_prompts=True)

@@ -42,8 +42,8 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from tqdm.auto import tqdm
 
+from gsmv import progress
 from gsmv.artifacts import (
     Damage,
     MetricsLog,
@@ -227,11 +227,38 @@ def _result(p: _Problem, params: SearchParams, tokenizer: Any) -> SearchResult:
                         scored_tokens=p.scored, steps=p.steps)
 
 
-def verifier_value_fn(verifier: Any, *, batch_size: int, pad_id: int, max_len: int | None = None) -> ValueFn:
-    """value_fn over a gsmv Verifier: the value at each sequence's last token (gsmv.models.verifier.score_sequences)."""
-    from gsmv.models.verifier import score_sequences
+def verifier_value_fn(verifier: Any, *, batch_size: int, pad_id: int, max_len: int | None = None,
+                      generator_tokenizer: Any = None) -> ValueFn:
+    """value_fn over a gsmv Verifier: the value at each sequence's last token (gsmv.models.verifier.score_sequences).
+
+    Sequences are in the generator's ids. A verifier that reads text (Verifier.reads, another vocabulary) gets
+    each one re-encoded with its own tokenizer first: the prompt's text, then the solution's text, then its EOS
+    when the generator's EOS ended the solution; `generator_tokenizer` decodes them."""
+    from gsmv.models.verifier import sample_solution_ids, score_sequences
+
+    reads = getattr(verifier, "reads", "tokens")
+    if reads == "text" and generator_tokenizer is None:
+        raise GsmvError("a verifier that reads text needs the generator's tokenizer to decode the samples")
+    prompt_memo: dict[tuple[int, ...], list[int]] = {}
+
+    def translate(seq: list[int], start: int) -> tuple[list[int], int]:
+        from gsmv.models.tokenizer import encode_prompt
+
+        key = tuple(seq[:start])
+        if key not in prompt_memo:
+            text = generator_tokenizer.decode(list(key), skip_special_tokens=True)
+            prompt_memo[key] = encode_prompt(verifier.tokenizer, text)
+        sol = list(seq[start:])
+        finished = bool(sol) and sol[-1] == generator_tokenizer.eos_token_id
+        text = generator_tokenizer.decode(sol[:-1] if finished else sol, skip_special_tokens=True,
+                                          clean_up_tokenization_spaces=False)
+        prompt = prompt_memo[key]
+        return prompt + sample_solution_ids("text", verifier.tokenizer, None, finished, text), len(prompt)
 
     def fn(seqs: list[list[int]], starts: list[int]) -> list[float]:
+        if reads == "text":
+            pairs = [translate(s, st) for s, st in zip(seqs, starts, strict=True)]
+            seqs, starts = [p[0] for p in pairs], [p[1] for p in pairs]
         # One problem's beams share its prompt: it is read once per batch (share_prompts).
         out = score_sequences(verifier, seqs, starts, batch_size=batch_size, pad_id=pad_id, max_len=max_len,
                               share_prompts=True)
@@ -290,10 +317,10 @@ def main(cfg: RunConfig) -> dict[str, Any]:
         sampler = step_sampler(cfg, paths.generator_final)
         device = pick_device(cfg)
         verifier, vtok = load_verifier(paths.verifier_final, dtype=pick_dtype(cfg, device), device=device)
-        value_fn = verifier_value_fn(verifier, batch_size=cfg.score.batch_size, pad_id=pad_id_of(vtok),
-                                     max_len=input_limit(verifier.lm, cfg.verifier.max_len))
         tok = sampler.tokenizer  # type: ignore[attr-defined]
-        for i in tqdm(todo, desc="search", unit="shard", disable=not state.is_local_main_process):
+        value_fn = verifier_value_fn(verifier, batch_size=cfg.score.batch_size, pad_id=pad_id_of(vtok),
+                                     max_len=input_limit(verifier.lm, cfg.verifier.max_len), generator_tokenizer=tok)
+        for i in progress.bar(todo, desc="search", unit="shard", disable=not state.is_local_main_process):
             batch = [(p.id, tuple(encode_prompt(tok, format_prompt(p.question))), p.answer) for p in shards[i]]
             rows = []
             for k in cfg.search.beams:

@@ -1,8 +1,14 @@
 """`gsmv solve`: answer new questions with a trained run's generator and verifier.
 
-    gsmv solve --run runs/synth "Ana has 3 boxes with 4 pens in each. How many pens does she have?"
+    gsmv solve --run runs/synth "Tess keeps 17 postcards at home. Pia has 8 postcards less than Tess. How many postcards does Pia have?"
     gsmv solve --run runs/synth --strategy search --json --file questions.jsonl
-    echo "Ana has 3 boxes ..." | gsmv solve --run runs/synth
+    echo "Tess keeps 17 postcards ..." | gsmv solve --run runs/synth
+
+A run answers questions like its training problems and nothing else: the default run (runs/synth) is a small
+model trained from scratch on the synthetic GSM-style task (gsmv.data.synth: templated word problems, 1-4
+operations on small whole numbers, a 189-word vocabulary), and it gives any other question a number and a
+confident verifier value all the same. Each answer says whether the question is unlike the run's train
+questions (gsmv.familiarity: words its train questions never use); such an answer means nothing.
 
 Strategies (the ones `gsmv evaluate` measures):
   best-of-n  N samples at sample.temperature, the one the verifier values most (the paper's method)
@@ -30,6 +36,7 @@ from typing import Any
 
 from gsmv.artifacts import RunPaths, iter_jsonl
 from gsmv.errors import GsmvError
+from gsmv.familiarity import Check, Familiarity
 
 STRATEGIES = ("best-of-n", "vote", "top-k", "search")
 
@@ -43,19 +50,29 @@ class Answer:
     votes: float | None  # share of the candidates that gave this answer
     strategy: str
     tokens: int  # tokens generated for this question (calculator results included)
+    check: Check | None = None  # how like the run's train questions it is (None: the run keeps no data/)
 
     def as_json(self) -> str:
+        c = self.check
         return json.dumps({"question": self.question, "answer": self.answer, "solution": self.solution,
                            "value": self.value, "votes": self.votes, "strategy": self.strategy,
-                           "tokens": self.tokens})
+                           "tokens": self.tokens, "unlike_training": None if c is None else c.unlike_training,
+                           "unseen_share": None if c is None else c.unseen_share,
+                           "unseen_words": None if c is None else c.unseen_words})
 
     def as_text(self) -> str:
         """For a terminal: control characters escaped and special tokens (`<|...|>`) left out (--json keeps all)."""
         value = "-" if self.value is None else f"{self.value:.3f}"
         votes = "-" if self.votes is None else f"{self.votes:.0%}"
+        warn = ""
+        if self.check is not None and self.check.unlike_training:
+            shown = ", ".join(self.check.unseen_words[:8]) + (" ..." if len(self.check.unseen_words) > 8 else "")
+            warn = (f"!! unlike the run's training problems: {self.check.unseen_share:.0%} of the question's words "
+                    f"never appear in its train questions ({terminal_safe(shown)}); the answer and the verifier "
+                    "value mean nothing here\n")
         return (f"Q: {terminal_safe(self.question)}\n{terminal_safe(self.solution)}\n"
                 f"=> answer {terminal_safe(str(self.answer))}   verifier value {value}   votes {votes}   "
-                f"({self.strategy}, {self.tokens} tokens)\n")
+                f"({self.strategy}, {self.tokens} tokens)\n{warn}")
 
 
 _SPECIAL = re.compile(r"<\|[^|<>\s]{1,40}\|>")
@@ -105,6 +122,7 @@ class Solver:
 
         with read_lock(paths.root):  # a run writing these models makes this a one-line error, not a half-read
             self._load(paths, cfg, strategy)
+        self.familiarity = Familiarity.of_run(paths.root, cfg)
 
     def _load(self, paths: RunPaths, cfg: Any, strategy: str) -> None:
         if not (paths.generator_final / "config.json").is_file():
@@ -139,7 +157,7 @@ class Solver:
             self.verifier, vtok = load_verifier(paths.verifier_final, dtype=pick_dtype(cfg, device), device=device)
             self.value_limit = input_limit(self.verifier.lm, cfg.verifier.max_len)
             self.value_fn = verifier_value_fn(self.verifier, batch_size=cfg.score.batch_size, pad_id=pad_id_of(vtok),
-                                              max_len=self.value_limit)
+                                              max_len=self.value_limit, generator_tokenizer=self.tok)
         model = getattr(self.sampler, "model", None)
         self.context = max_positions(model) if model is not None else None
         self.load_seconds = time.perf_counter() - t0
@@ -165,6 +183,13 @@ class Solver:
     # ---------------------------------------------------------------- solving
 
     def solve(self, questions: list[str]) -> list[Answer]:
+        answers = self._answers(questions)
+        if self.familiarity is not None:
+            for a in answers:
+                a.check = self.familiarity.check(a.question)
+        return answers
+
+    def _answers(self, questions: list[str]) -> list[Answer]:
         prompts = [self._prompt(i, q) for i, q in enumerate(questions)]
         if self.strategy == "search":
             return self._search(questions, prompts)
@@ -257,6 +282,7 @@ def main(args: Any) -> int:
 
     hf_logging.disable_progress_bar()  # a command's output: answers on stdout, one line of timing on stderr
     solver = Solver(args.run, strategy=args.strategy, n=args.n, k=args.k, beams=args.beams, threads=args.threads)
+    print(purpose(args.run, solver.familiarity), file=sys.stderr)
     t0 = time.perf_counter()
     answers = solver.solve(questions)
     secs = time.perf_counter() - t0
@@ -266,3 +292,14 @@ def main(args: Any) -> int:
           f"{solver.load_seconds:.1f} s loading", file=sys.stderr)
     return 0
 
+
+
+def purpose(run: str, fam: Familiarity | None) -> str:
+    """What the run's models are for, said before their answers."""
+    if fam is None:
+        return (f"gsmv solve: {run} answers questions like its training problems only; it keeps no copy of them "
+                "(no data/ folder), so no answer is checked against them")
+    limit = "any word they never use" if fam.threshold == 0 else \
+        f"more than {fam.threshold:.0%} of the words new to them, as no held-out problem had"
+    return (f"gsmv solve: {run} answers questions like its {fam.train_questions:,} train problems "
+            f"({fam.task}) only; a question with {limit} is flagged unlike them")

@@ -266,3 +266,31 @@ def test_unknown_head_and_bad_token_id(tiny_llama_dir):
         Verifier(lm, head="mlp")
     with pytest.raises(GsmvError, match="value token id"):
         Verifier(lm, head="token", value_token_id=10**6)
+
+
+def test_a_verifier_folder_whose_tokenizer_is_missing_or_swapped_is_one_line(tiny_llama_dir, tiny_gpt2_dir, tmp_path):
+    import shutil
+
+    ver, _ = build_verifier(tiny_llama_dir)
+    ver.reads = "text"
+    ver.save_pretrained(tmp_path / "v")
+    assert load_verifier(tmp_path / "v")[0].reads == "text"  # what it reads survives the round trip
+    swapped = tmp_path / "swapped"
+    shutil.copytree(tmp_path / "v", swapped)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (swapped / name).unlink()
+        if (tiny_gpt2_dir / name).exists():
+            shutil.copy(tiny_gpt2_dir / name, swapped / name)
+    for f in ("vocab.json", "merges.txt"):
+        if (tiny_gpt2_dir / f).exists():
+            shutil.copy(tiny_gpt2_dir / f, swapped / f)
+    with pytest.raises(GsmvError, match="tokenizer differs from the one the verifier was trained with") as e:
+        load_verifier(swapped)
+    assert "\n" not in str(e.value)
+    missing = tmp_path / "missing"
+    shutil.copytree(tmp_path / "v", missing)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (missing / name).unlink()
+    with pytest.raises(GsmvError, match="tokenizer") as e:
+        load_verifier(missing)
+    assert "\n" not in str(e.value)

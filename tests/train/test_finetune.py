@@ -179,9 +179,10 @@ def test_two_process_ddp_gives_identical_weights(tiny_cfg, tmp_path):
 
 
 def test_extra_problems_join_the_training_data_but_not_the_tokenizer_or_splits(tmp_path):
+    from tiny_overrides import TINY_OVERRIDES
+
     from gsmv.config import load_config
     from gsmv.data.tasks import load_split
-    from tiny_overrides import TINY_OVERRIDES
 
     def cfg(name, *more):
         return load_config("smoke-synth", [f"out_dir={tmp_path}", f"name={name}", *TINY_OVERRIDES,

@@ -14,8 +14,9 @@ import pytest
 import torch
 from sample_shards import hedged_wrong_answer, labelled_rows, tokens_of, write_shards
 from tiny_overrides import TINY_OVERRIDES
+from transformers import AutoTokenizer
 
-from gsmv.artifacts import RunPaths, read_metrics
+from gsmv.artifacts import RunPaths, read_metrics, read_shards
 from gsmv.data.tasks import load_split
 from gsmv.errors import GsmvError
 from gsmv.models.verifier import build_verifier, load_verifier, prompt_ids
@@ -333,10 +334,8 @@ def test_init_from_a_model_folder_of_another_size(tiny_cfg, tiny_llama_dir, tiny
     assert trained.lm.config.num_hidden_layers == 3
     data = next(r for r in read_metrics(paths.metrics, "train-verifier") if r.get("event") == "data")
     assert data["init"] == str(folder)
-    # Another vocabulary cannot read the samples' token ids; a folder without a model is no init.
-    tiny_cfg.verifier.init = str(tiny_gpt2_dir)
-    with pytest.raises(GsmvError, match="vocabulary differs from the generator's"):
-        tv.build_initial_verifier(tiny_cfg)
+    assert trained.reads == "tokens"  # same vocabulary: it reads the sampled ids
+    # A folder without a model is no init.
     tiny_cfg.verifier.init = str(tmp_path)
     with pytest.raises(GsmvError, match="not a model folder"):
         tv.build_initial_verifier(tiny_cfg)
@@ -401,3 +400,25 @@ def test_fresh_lm_data_trains_the_lm_half_on_new_problems_one_each(smoke_synth_r
     # The paper's default: the train problems' own references, cycled.
     _, _, _, ref = data("verifier.lm_data=reference")
     assert {r[0] for r in ref} == {p.id for p in load_split(cfg, "train")}
+
+
+def test_a_verifier_of_another_family_reads_the_samples_text(tiny_cfg, tiny_llama_dir, tiny_gpt2_dir):
+    # Generator: the tiny Llama and its tokenizer; verifier: a GPT-2 with another vocabulary. It cannot read the
+    # sampled ids, so it encodes each sample's text itself, and still learns the labelling's tell.
+    from gsmv.models.tokenizer import encode_solution
+
+    cfg = tiny_cfg
+    cfg.verifier.epochs, cfg.verifier.lr, cfg.verifier.lm_weight = 3.0, 3e-3, 0.1
+    cfg.verifier.init = str(tiny_gpt2_dir)
+    paths = _setup_run(cfg, tiny_llama_dir)
+    ver, tok, _ = tv.build_initial_verifier(cfg)
+    assert ver.reads == "text"
+    rows, _, refs = tv.read_training_data(cfg, tok, ver.reads)
+    shard = read_shards(paths.samples("train")).table.to_pylist()
+    first = shard[0]
+    assert rows[0]["tokens"] == encode_solution(tok, first["text"], eos=True)  # its own ids of the text
+    assert rows[0]["prompt"] == prompt_ids(tok, load_split(cfg, "train")[0].question)
+    out = tv.main(cfg)
+    assert out["val_auc"] > 0.9
+    trained, vtok = load_verifier(paths.verifier_final)
+    assert trained.reads == "text" and len(vtok) != len(AutoTokenizer.from_pretrained(tiny_llama_dir))

@@ -49,10 +49,10 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from tqdm.auto import tqdm
 
 from gsmv.config import CHOICES, VerifierConfig
 from gsmv.errors import GsmvError
+from gsmv.progress import bar as progress_bar
 
 HEADS = CHOICES["verifier.head"]
 CONFIG_NAME = "verifier_config.json"
@@ -85,6 +85,10 @@ class Verifier(nn.Module):
         self.head = head
         self.tokenizer = tokenizer  # saved alongside; not a module
         self.value_token_id = value_token_id
+        # What it reads after the prompt (saved in verifier_config.json): "tokens", the generator's sampled ids
+        # (it shares the generator's vocabulary), or "text", a sample's text encoded with its own tokenizer (a
+        # verifier of another model family; see sample_solution_ids).
+        self.reads = "tokens"
         shape = _full_shape(lm.get_output_embeddings().weight)
         if head == "token":
             n_out = shape[0]
@@ -235,6 +239,7 @@ class Verifier(nn.Module):
         (folder / CONFIG_NAME).write_text(json.dumps(
             {"head": self.head, "value_token_id": self.value_token_id,
              "value_token": _token_string(tok, self.value_token_id), "prompt_format": PROMPT_FORMAT,
+             "reads": self.reads, "vocabulary": vocabulary_hash(tok) if tok is not None else None,
              "gsmv_version": gsmv.__version__}, indent=2) + "\n")
 
 
@@ -264,7 +269,7 @@ def score_sequences(model: nn.Module, sequences: Sequence[Sequence[int]], starts
     device = next(model.parameters()).device
     order = sorted(rest, key=lambda i: -len(sequences[i]))
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    for batch in tqdm(batches, desc=desc, disable=not progress, unit="batch"):
+    for batch in progress_bar(batches, desc=desc, disable=not progress, unit="batch"):
         rows, cuts = [], []
         for i in batch:
             seq = list(sequences[i])
@@ -334,7 +339,7 @@ def _score_shared_prompts(model: Verifier, sequences: Sequence[Sequence[int]], s
                 cur = []
             cur.append(i)
         work.append((prompt, [*batches, cur]))
-    bar = tqdm(total=sum(len(b) for _, b in work), desc=desc, disable=not progress, unit="batch")
+    bar = progress_bar(total=sum(len(b) for _, b in work), desc=desc, disable=not progress, unit="batch")
     for prompt, batches in work:
         cache = DynamicCache()  # the prompt's keys and values, computed once for all of its batches
         model.hidden_states(torch.tensor([prompt], dtype=torch.long, device=device), None, cache)
@@ -384,6 +389,37 @@ def solution_ids(tokens: Sequence[int] | None, finished: bool | None, eos_id: in
     if finished and eos_id is not None:
         ids.append(int(eos_id))
     return ids
+
+
+READS = ("tokens", "text")
+
+
+def sample_solution_ids(reads: str, tokenizer: Any, tokens: Sequence[int] | None, finished: bool | None,
+                        text: str | None) -> list[int]:
+    """What a verifier that `reads` tokens or text (Verifier.reads) reads after the prompt for one stored
+    sample: the sampled ids (solution_ids), or the sample's text encoded with the verifier's own tokenizer,
+    plus its EOS when the sample finished."""
+    if reads == "text":
+        from gsmv.models.tokenizer import encode_solution
+
+        return encode_solution(tokenizer, text or "", eos=bool(finished))
+    return solution_ids(tokens, finished, tokenizer.eos_token_id)
+
+
+def shares_vocabulary(generator_tok: Any, verifier_tok: Any) -> bool:
+    """Whether a verifier with `verifier_tok` can read `generator_tok`'s ids: every generator token has the same id
+    in the verifier's vocabulary (the verifier may add tokens, such as the value head's reserved one)."""
+    vv = verifier_tok.get_vocab()
+    return all(vv.get(t) == i for t, i in generator_tok.get_vocab().items())
+
+
+def vocabulary_hash(tok: Any) -> str:
+    """A short hash of a tokenizer's vocabulary (token → id), kept in verifier_config.json to catch a verifier
+    folder whose tokenizer was swapped."""
+    import hashlib
+
+    items = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
+    return hashlib.sha256(json.dumps(items, ensure_ascii=False).encode()).hexdigest()[:16]
 
 
 def max_positions(lm: Any) -> int | None:
@@ -441,6 +477,14 @@ def build_verifier(name_or_path: str | Path, *, head: str = "token", value_token
     return ver, tok
 
 
+def check_verifier_folder(folder: Path) -> list:
+    """What is damaged in a verifier folder train-verifier finished: a model folder's damage
+    (gsmv.models.loading.check_model_folder) or a missing or damaged value head or verifier config."""
+    from gsmv.models.loading import check_model_folder
+
+    return check_model_folder(folder, also=(HEAD_NAME, CONFIG_NAME))
+
+
 def load_verifier(path: str | Path, dtype: torch.dtype | None = torch.float32, device: torch.device | str | None = None,
                   dropout: float = 0.0) -> tuple[Verifier, Any]:
     """Restore a folder written by Verifier.save_pretrained; returns (verifier in eval mode, tokenizer)."""
@@ -460,7 +504,13 @@ def load_verifier(path: str | Path, dtype: torch.dtype | None = torch.float32, d
     if not head_path.is_file():
         raise GsmvError(f"{path}: no {HEAD_NAME} (an incomplete verifier folder)")
     lm, tok = load_model_and_tokenizer(str(path), dtype=dtype, device=device or "cpu", dropout=dropout)
+    if meta.get("reads", "tokens") not in READS:
+        raise GsmvError(f"{cfg_path}: 'reads' is {meta.get('reads')!r}: valid values are {', '.join(READS)}")
+    if meta.get("vocabulary") and meta["vocabulary"] != vocabulary_hash(tok):
+        raise GsmvError(f"{path}: the tokenizer differs from the one the verifier was trained with "
+                        f"({CONFIG_NAME} says vocabulary {meta['vocabulary']}, the folder's is {vocabulary_hash(tok)})")
     ver = Verifier(lm, head=meta["head"], value_token_id=meta.get("value_token_id"), tokenizer=tok)
+    ver.reads = meta.get("reads", "tokens")
     try:
         head_state = load_file(str(head_path))
     except Exception as e:  # noqa: BLE001 - safetensors raises its own error type for a damaged header

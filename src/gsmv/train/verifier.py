@@ -58,8 +58,9 @@ from gsmv.models.verifier import (
     input_limit,
     pad_id_of,
     prompt_ids,
+    sample_solution_ids,
     score_sequences,
-    solution_ids,
+    shares_vocabulary,
 )
 from gsmv.runtime import seed_everything, setup_threads
 from gsmv.train.loop import Batch, fit, make_accelerator, train_hash
@@ -120,11 +121,12 @@ def wrong_step_token(tokenizer: Any, tokens: Sequence[int], char_end: int) -> in
     return max(0, lo - 1)
 
 
-def read_samples(folder: Path, prompts: dict[str, list[int]], split: str, eos_id: int | None,
-                 steps: Callable[[str, str], int | None] | None = None) -> list[dict]:
+def read_samples(folder: Path, prompts: dict[str, list[int]], split: str, tokenizer: Any,
+                 steps: Callable[[str, str], int | None] | None = None, reads: str = "tokens") -> list[dict]:
     """Labelled rows {problem_id, prompt, tokens, label, wrong_char} of a sample folder (unlabelled rows
-    skipped); tokens are what the verifier reads after the prompt (gsmv.models.verifier.solution_ids);
-    wrong_char = steps(problem_id, text): where the first wrong step ends (None: none, or not checked)."""
+    skipped); tokens are what the verifier reads after the prompt (gsmv.models.verifier.sample_solution_ids:
+    the sampled ids, or with reads="text" the text in `tokenizer`'s ids); wrong_char = steps(problem_id, text):
+    where the first wrong step ends (None: none, or not checked)."""
     rows = []
     names = ("problem_id", "tokens", "is_correct", "finished", "text")
     for path in list_shards(folder):
@@ -135,7 +137,8 @@ def read_samples(folder: Path, prompts: dict[str, list[int]], split: str, eos_id
                 continue
             if pid not in prompts:
                 raise GsmvError(f"{path}: row {i}: problem_id {pid!r} is not in the '{split}' split")
-            rows.append({"problem_id": pid, "prompt": prompts[pid], "tokens": solution_ids(toks, finished, eos_id),
+            rows.append({"problem_id": pid, "prompt": prompts[pid],
+                         "tokens": sample_solution_ids(reads, tokenizer, toks, finished, text),
                          "label": bool(ok), "wrong_char": steps(pid, text or "") if steps else None})
     return rows
 
@@ -333,7 +336,7 @@ def build_initial_verifier(cfg: RunConfig) -> tuple[Verifier, Any, str]:
                                   dtype=torch.float32, device="cpu", dropout=vcfg.dropout)
         return ver, tok, str(paths.generator_final)
     if vcfg.init != "base":
-        return _verifier_from_folder(Path(vcfg.init), cfg)
+        return _verifier_from_folder(str(vcfg.init), cfg)
     if is_preset(cfg.model.name):
         from transformers import AutoTokenizer
 
@@ -351,25 +354,26 @@ def build_initial_verifier(cfg: RunConfig) -> tuple[Verifier, Any, str]:
     return ver, tok, cfg.model.name
 
 
-def _verifier_from_folder(folder: Path, cfg: RunConfig) -> tuple[Verifier, Any, str]:
-    """verifier.init = a model folder: its weights, checked to read the generator's token ids the same way."""
+def _verifier_from_folder(name: str, cfg: RunConfig) -> tuple[Verifier, Any, str]:
+    """verifier.init = a model folder, hub id or packaged model (gsmv.models.sources). One that shares the
+    generator's vocabulary reads the samples' token ids; any other reads their text with its own tokenizer."""
     from transformers import AutoTokenizer
 
+    from gsmv.models.sources import looks_local
+
     vcfg = cfg.verifier
-    if not (folder / "config.json").is_file():
-        raise GsmvError(f"verifier.init={folder}: not a model folder (no config.json)")
+    if looks_local(name) and not (Path(name).expanduser() / "config.json").is_file():
+        raise GsmvError(f"verifier.init={name}: not a model folder (no config.json)")
     paths = RunPaths(cfg.run_dir)
     ours = paths.generator_final if (paths.generator_final / "config.json").is_file() else paths.tokenizer
     if not ours.is_dir():
-        raise GsmvError(f"{paths.generator_final}: no generator whose vocabulary the verifier must share "
+        raise GsmvError(f"{paths.generator_final}: no generator whose samples the verifier reads "
                         "(run finetune first)")
-    theirs = AutoTokenizer.from_pretrained(folder)
-    if theirs.get_vocab() != AutoTokenizer.from_pretrained(ours).get_vocab():
-        raise GsmvError(f"verifier.init={folder}: its vocabulary differs from the generator's ({ours}); the "
-                        "verifier reads the samples' token ids, so it must share the generator's tokenizer")
-    ver, tok = build_verifier(folder, head=vcfg.head, value_token=vcfg.value_token, dtype=torch.float32,
+    ver, tok = build_verifier(name, head=vcfg.head, value_token=vcfg.value_token, dtype=torch.float32,
                               device="cpu", dropout=vcfg.dropout)
-    return ver, tok, str(folder)
+    if not shares_vocabulary(AutoTokenizer.from_pretrained(ours), tok):
+        ver.reads = "text"
+    return ver, tok, name
 
 
 def _freeze_unused_lm_head(ver: Verifier, vcfg: VerifierConfig) -> None:
@@ -415,7 +419,8 @@ def verifier_saver(tokenizer: Any, card: dict | None = None):
 # ---------------------------------------------------------------- stage
 
 
-def read_training_data(cfg: RunConfig, tokenizer: Any) -> tuple[list[dict], list[dict], list | None]:
+def read_training_data(cfg: RunConfig, tokenizer: Any, reads: str = "tokens") -> tuple[list[dict], list[dict],
+                                                                                        list | None]:
     """(train rows, val rows, reference LM data) of a run folder, as the stage reads them: read_samples rows of
     samples/train (process labels' first wrong step when cfg.verifier.labels=process) and samples/val (none when
     it has no shards), and build_examples' `refs` (problem id, prompt, reference solution ids of every train
@@ -437,11 +442,10 @@ def read_training_data(cfg: RunConfig, tokenizer: Any) -> tuple[list[dict], list
 
         values = {p.id: reference_values(p) for p in problems["train"]}
         steps = lambda pid, text: first_wrong_step(text, values[pid])  # noqa: E731
-    eos = tokenizer.eos_token_id
-    train_rows = read_samples(paths.samples("train"), prompts_of("train"), "train", eos, steps)
+    train_rows = read_samples(paths.samples("train"), prompts_of("train"), "train", tokenizer, steps, reads)
     if not train_rows:
         raise GsmvError(f"{paths.samples('train')}: no labelled samples (run label first)")
-    val_rows = (read_samples(paths.samples("val"), prompts_of("val"), "val", eos)
+    val_rows = (read_samples(paths.samples("val"), prompts_of("val"), "val", tokenizer, reads=reads)
                 if list_shards(paths.samples("val")) else [])
     refs = None
     if vcfg.lm_weight > 0 and vcfg.lm_data in ("reference", "fresh"):
@@ -473,7 +477,7 @@ def main(cfg: RunConfig, *, on_step: Callable[[int], None] | None = None) -> dic
     pad_id = pad_id_of(tok)
     max_len = input_limit(ver.lm, vcfg.max_len)
 
-    train_rows, val_rows, refs = read_training_data(cfg, tok)
+    train_rows, val_rows, refs = read_training_data(cfg, tok, ver.reads)
     train_ex, n_value, n_cut, n_wrong_steps = build_examples(train_rows, refs, vcfg, tok, max_len)
     lm_on_samples = vcfg.lm_weight > 0 and vcfg.lm_data == "samples"
     val_ex = [make_example(r["prompt"], r["tokens"], r["label"], max_len=max_len, level=vcfg.level,
