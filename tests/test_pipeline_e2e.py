@@ -2,7 +2,8 @@
 
 The killed run gets SIGKILL while it is inside finetuning, sampling, verifier training, scoring and
 value-guided search; each rerun of `gsmv run` must resume, and the final results.json must equal the
-uninterrupted run's.
+uninterrupted run's. The uninterrupted run's output, sent to a file as `gsmv run > log 2>&1` sends it, must be a
+log a person can read.
 """
 
 import json
@@ -17,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from gsmv.artifacts import read_shards
+from gsmv.formatting import format_table
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -73,12 +75,43 @@ def results_without_timing(run_dir: Path) -> dict:
     return res
 
 
-def test_smoke_pipeline_resumes_after_sigkill_to_the_same_results(tmp_path):
-    clean = tmp_path / "clean"
-    proc = run_to_end(clean)
-    for stage in ("finetune", "sample-train", "train-verifier", "sample-test", "score", "search", "evaluate",
-                  "report"):
-        assert f"[{stage}]" in proc.stdout
+@pytest.fixture(scope="module")
+def clean_run(tmp_path_factory) -> tuple[Path, str]:
+    """An uninterrupted run, its stdout and stderr sent to one file (not a terminal): (out_dir, the log)."""
+    out = tmp_path_factory.mktemp("clean")
+    log = out / "run.log"
+    with log.open("w") as f:
+        proc = subprocess.run(gsmv_cmd(out), cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, timeout=900)
+    text = log.read_text()
+    assert proc.returncode == 0, text[-3000:]
+    return out, text
+
+
+def test_the_log_of_a_run_sent_to_a_file_is_readable(clean_run):
+    out, log = clean_run
+    run_dir = out / "smoke"
+    lines = log.splitlines()
+    assert "\r" not in log  # no progress-bar redraws
+    assert len(lines) < 100, f"{len(lines)} lines"
+    stages = list(json.loads((run_dir / "manifest.json").read_text())["stages"])
+    assert len(stages) >= 11  # every stage of the smoke preset, search included
+    for stage in stages:
+        start = [i for i, x in enumerate(lines) if x.startswith(f"[{stage}] started: ")]
+        end = [i for i, x in enumerate(lines) if x.startswith(f"[{stage}] done in ")]
+        assert len(start) == 1 and len(end) == 1 and start[0] < end[0], stage
+    done = {x.split("]")[0][1:]: x for x in lines if " done in " in x}
+    assert "train loss" in done["finetune"] and "val loss" in done["finetune"]
+    assert "% of 880 samples right" in done["label"] and "coverage" in done["label"]
+    assert "320 test samples scored" in done["score"]
+    assert "test@1" in done["evaluate"] and "best-of-8" in done["evaluate"]
+    # It ends with the results table, as `gsmv evaluate` prints it, and where the report is.
+    table = format_table(json.loads((run_dir / "results.json").read_text()))
+    assert "\n".join(lines[-len(table.splitlines()) - 1:-1]) == table
+    assert lines[-1].startswith(f"report: {run_dir / 'report.md'} and {run_dir / 'report.html'}")
+
+
+def test_smoke_pipeline_resumes_after_sigkill_to_the_same_results(clean_run, tmp_path):
+    clean, _ = clean_run
     run_dir = clean / "smoke"
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert all(rec["status"] == "done" for rec in manifest["stages"].values())

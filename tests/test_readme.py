@@ -45,3 +45,23 @@ def test_standalone_verifier_snippet_gives_gsmvs_value(tiny_llama_dir, tmp_path)
     [(want, _)] = score_sequences(v, [ids], [len(ids) - 1], batch_size=1, pad_id=t.eos_token_id)
     assert got == pytest.approx(want, abs=1e-5)
     assert abs(want - 0.5) > 1e-3  # a value that depends on the head, not a constant
+
+
+def test_first_screen_has_what_it_does_the_results_and_the_set_up():
+    """Issue 38: a new user reads, before line 40, what gsmv does, a results table whose every row has its
+    command, and the two set-up commands; CI runs README's test command as written."""
+    head = README.read_text().splitlines()[:40]
+    assert head[0].startswith("# gsmv") and len(head[2]) > 40  # the title, then the paragraph on what it does
+    rows = [line for line in head if line.startswith("| ") and "---" not in line][1:]
+    assert len(rows) >= 4
+    for row in rows:  # a number without its command is not a result a user can reproduce
+        assert re.search(r"`gsmv (run|evaluate)[^`]*`|the same command", row.split("|")[-2]), row
+    commands = [line for line in head if line.startswith("python3 -m venv .venv")]
+    assert commands == ['python3 -m venv .venv && . .venv/bin/activate && pip install -e ".[cpu]" && gsmv run',
+                        'python3 -m venv .venv && . .venv/bin/activate && pip install -q -e ".[cpu,dev]" && pytest']
+    ci = (README.parent / ".ci" / "run").read_text().strip().splitlines()[-1]
+    assert ci == commands[1]
+
+
+def test_readme_stays_short():
+    assert len(README.read_text().splitlines()) <= 260  # the research log lives in docs/research/

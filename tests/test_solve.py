@@ -22,13 +22,31 @@ def test_solve_json_and_text_output(smoke_synth_run, capsys):
     out = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [o["question"] for o in out] == [Q, "Bo has 2 cats."]
     for o in out:
-        assert set(o) == {"question", "answer", "solution", "value", "votes", "strategy", "tokens"}
+        assert set(o) == {"question", "answer", "solution", "value", "votes", "strategy", "tokens", "unlike_training",
+                          "unseen_share", "unseen_words"}
         assert 0.0 <= o["value"] <= 1.0 and 0.0 <= o["votes"] <= 1.0 and o["tokens"] > 0
         assert o["strategy"] == "best-of-n"
     assert cli.main(["solve", "--run", str(smoke_synth_run), "--n", "4", Q]) == 0
     text = capsys.readouterr()
     assert text.out.startswith(f"Q: {Q}\n") and "=> answer" in text.out and "verifier value" in text.out
     assert "loading" in text.err  # timings go to stderr
+
+
+def test_questions_unlike_the_training_problems_are_flagged(smoke_synth_run, capsys):
+    first_test = json.loads((smoke_synth_run / "data" / "test.jsonl").read_text().splitlines()[0])["question"]
+    everyday = "What is the capital of France?"
+    assert cli.main(["solve", "--run", str(smoke_synth_run), "--n", "2", "--json", first_test, everyday, Q]) == 0
+    out = capsys.readouterr()
+    ok, far, near = (json.loads(x) for x in out.out.splitlines())
+    assert (ok["unlike_training"], ok["unseen_share"], ok["unseen_words"]) == (False, 0.0, [])
+    assert (far["unlike_training"], far["unseen_share"], far["unseen_words"]) == (True, 0.3333, ["capital", "france"])
+    assert near["unlike_training"] and near["unseen_words"] == ["ana", "pens", "she"]  # the synth task has no pens
+    # What the run is for is said before the answers.
+    assert f"{smoke_synth_run} answers questions like its 220 train problems (synthetic (data.synth)) only" in out.err
+    assert cli.main(["solve", "--run", str(smoke_synth_run), "--n", "2", first_test, everyday]) == 0
+    text = capsys.readouterr().out
+    assert text.count("!! unlike the run's training problems") == 1
+    assert "33% of the question's words never appear in its train questions (capital, france)" in text
 
 
 def test_strategies_pick_as_documented(smoke_synth_run):

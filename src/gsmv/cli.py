@@ -50,10 +50,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "(repeatable)")
     p = sub.add_parser("config", help="every config key with its value and what it does (the keys key=value overrides take)")
     _add_common(p)
+    sub.add_parser("presets", help="the shipped presets: what each is for, its measured time and what it needs")
     p = sub.add_parser("make-data", help="write the preset's train.jsonl and test.jsonl (GSM8K format) to a folder")
     _add_common(p)
     p.add_argument("--out", required=True, metavar="DIR", help="folder to write train.jsonl and test.jsonl into")
-    p = sub.add_parser("solve", help="answer new questions with a trained run's generator and verifier")
+    p = sub.add_parser(
+        "solve", help="answer new questions with a trained run's generator and verifier",
+        description="Answer new questions with a trained run's generator and verifier. A run answers questions "
+                    "like its training problems only: the default run (runs/synth, `gsmv run`) is a small model "
+                    "trained from scratch on synthetic GSM-style word problems (1-4 operations on small whole "
+                    "numbers) and gives any other question a number and a confident verifier value all the same. "
+                    "An answer to a question whose words the run's train questions do not use is flagged "
+                    "(unlike_training in --json).")
     p.add_argument("questions", nargs="*", metavar="QUESTION", help="questions (default: --file, else stdin, one per line)")
     p.add_argument("--run", required=True, metavar="RUN_DIR", help="a run folder with a generator and a verifier")
     p.add_argument("--strategy", default="best-of-n", choices=["best-of-n", "vote", "top-k", "search"])
@@ -79,13 +87,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _print_results(cfg) -> None:
+def _print_results(cfg, where: bool = False) -> None:
+    """The results table; where: and the files to read next (the end of `gsmv run`'s log)."""
     from gsmv.artifacts import RunPaths, read_json
     from gsmv.formatting import format_table
 
     paths = RunPaths(cfg.run_dir)
     if paths.results.exists():
         print(format_table(read_json(paths.results)))
+    reports = [str(p) for p in (paths.report_md, paths.report_html) if p.exists()] if where else []
+    if reports:
+        print(f"report: {' and '.join(reports)} (plots in {paths.plots})")
 
 
 def _make_data(cfg, out: str) -> None:
@@ -137,6 +149,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "export":
             _export(args)
             return 0
+        if args.command == "presets":
+            from gsmv.presets import describe_presets
+
+            print(describe_presets(DEFAULT_PRESET))
+            return 0
         if args.command == "evaluate" and args.reference:
             from gsmv.evaluate import evaluate_reference
             from gsmv.formatting import format_table
@@ -158,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             _make_data(cfg, args.out)
         elif args.command == "run":
             pipeline.run(cfg, start=args.start, until=args.until, redo=args.redo)
-            _print_results(cfg)
+            _print_results(cfg, where=True)
         elif args.command == "sample":
             pipeline.run(cfg, only=[SAMPLE_STAGE[args.split]])
         else:

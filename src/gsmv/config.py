@@ -178,6 +178,11 @@ class VerifierConfig(TrainConfig):
     # Beyond the paper: a batch holds up to this many samples of each problem it draws, laid out together
     # (0 = examples shuffled one by one). With packing, one problem's samples read its question once.
     group_samples: int = added_later(0)
+    # Beyond the paper: train only the top K decoder layers, the final norm and the value head (0 = all
+    # layers, the paper). The embeddings and lower layers stay as the init has them, so a large pretrained
+    # verifier trains at a fraction of full fine-tuning's cost (no backward below layer K from the top, no
+    # optimizer state for the frozen weights).
+    train_layers: int = added_later(0)
     # Shared-prompt packing (gsmv.train.packing) into rows of at most this many tokens; 0 = one example a row,
     # padded (for models whose attention takes no 4D mask). Same losses, so speed only.
     pack_tokens: int = speed_only(256)
@@ -378,7 +383,7 @@ def _check_verifier(v: VerifierConfig, source: str) -> None:
         raise GsmvError("config key 'verifier.init' is empty: use generator, base or a model folder")
     if v.lm_ratio < 0:
         raise GsmvError("config key 'verifier.lm_ratio' must be >= 0")
-    for key in ("group_samples", "pack_tokens"):
+    for key in ("group_samples", "pack_tokens", "train_layers"):
         if getattr(v, key) < 0:
             raise GsmvError(f"config key 'verifier.{key}' must be >= 0 (0 = off)")
     if v.rank_weight < 0:

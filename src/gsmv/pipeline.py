@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from gsmv import headlines, progress
 from gsmv.artifacts import RunPaths, atomic_write_text, os_error_message
 from gsmv.config import RunConfig, check_for_stages, to_yaml, with_run_seed
 from gsmv.errors import GsmvError
@@ -92,12 +93,19 @@ def _reuse(cfg: RunConfig, stage: Stage, want: str, paths: RunPaths, manifest: M
     return True
 
 
+def say(line: str) -> None:
+    """The run's log on stdout, flushed at once: stdout sent to a file is block-buffered and would land after
+    the warnings and errors printed on stderr meanwhile."""
+    print(line, flush=True)
+
+
 def run(cfg: RunConfig, start: str | None = None, until: str | None = None, only: list[str] | None = None,
-        log: Callable[[str], None] = print, redo: list[str] | None = None) -> dict:
+        log: Callable[[str], None] = say, redo: list[str] | None = None) -> dict:
     """Run the selected stages in order; return the manifest data.
 
     redo: stages whose outputs (and those of every stage downstream) are deleted first, so that they run again.
     A derived stage named in `only` (the commands `gsmv label|evaluate|report`) runs even when done."""
+    progress.quiet_library_bars()
     state = partial_state(cfg)
     paths = RunPaths(cfg.run_dir)
     names = _select(cfg, start, until, only)
@@ -157,6 +165,7 @@ def _run_stage(cfg: RunConfig, stage: Stage, hashes: dict[str, str], paths: RunP
     t0 = time.time()
     if state.is_main_process:
         manifest.set(name, status=Status.RUNNING, hash=want, started=now())
+        log(headlines.started(name, cfg))
     summary = None
     if not stage.main_only or state.is_main_process:
         _free_samplers_unless_sampling(name)
@@ -166,7 +175,7 @@ def _run_stage(cfg: RunConfig, stage: Stage, hashes: dict[str, str], paths: RunP
     if state.is_main_process:
         manifest.set(name, status=Status.DONE, hash=want, finished=now(), seconds=secs,
                      outputs=[str(p.relative_to(paths.root)) for p in stage.outputs(paths)])
-    log(f"[{name}] done in {secs:.1f} s" + (f": {_short(summary)}" if summary else ""))
+        log(headlines.finished(name, secs, paths, summary))
     return manifest
 
 
@@ -386,10 +395,3 @@ def _remove_partial_writes(root: Path) -> None:
             p.unlink(missing_ok=True)
     for p in root.rglob(".*.old-*"):
         shutil.rmtree(p, ignore_errors=True)
-
-
-def _short(summary: Any) -> str:
-    if isinstance(summary, dict):
-        items = [f"{k}={v}" for k, v in summary.items() if isinstance(v, int | float | str)]
-        return ", ".join(items[:8])
-    return str(summary)[:200]

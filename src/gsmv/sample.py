@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from tqdm.auto import tqdm
 
+from gsmv import progress
 from gsmv.artifacts import (
     Damage,
     MetricsLog,
@@ -157,7 +157,7 @@ def main(cfg: RunConfig, split: str) -> dict[str, Any]:
                     for j in range(n):
                         yield Request(p.id, j, prompts[p.id], request_seed(cfg.sample.seed, p.id, j), p.answer)
 
-        bar = tqdm(total=sum(expected.values()), desc=f"sample {split}", unit="sample",
+        bar = progress.bar(total=sum(expected.values()), desc=f"sample {split}", unit="sample",
                    disable=not state.is_local_main_process)
         last_post = 0.0
         for s in sampler.generate(requests()):

@@ -123,9 +123,13 @@ def _label_stage(name: str, splits: tuple[str, ...], after: tuple[str, ...], out
 
 def _check_model(final: str, verifier: bool = False) -> Callable[[RunPaths, RunConfig], list[Damage]]:
     def check(paths: RunPaths, cfg: RunConfig) -> list[Damage]:
+        if verifier:
+            from gsmv.models.verifier import check_verifier_folder
+
+            return check_verifier_folder(paths.verifier_final)
         from gsmv.models.loading import check_model_folder
 
-        return check_model_folder(getattr(paths, final), verifier)
+        return check_model_folder(getattr(paths, final))
 
     return check
 

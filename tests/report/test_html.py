@@ -53,6 +53,15 @@ def categories(correct: np.ndarray, scores: np.ndarray) -> list[str]:
 # --------------------------------------------------------------------------- the embedded data
 
 
+def entries(c: np.ndarray, order: np.ndarray) -> list[list[int]]:
+    """fake_run's samples grouped as the viewer groups identical ones, best rank first: the right samples of a
+    problem share one text (the reference solution), each wrong one has its own answer."""
+    groups: dict[object, list[int]] = {}
+    for j in order.tolist():
+        groups.setdefault("right" if c[j] else j, []).append(j)
+    return list(groups.values())
+
+
 def test_viewer_data_ranks_samples_and_categorises_problems(site):
     data = embedded(site["html"])
     correct, scores = site["correct"][:30], site["scores"][:30]
@@ -62,17 +71,34 @@ def test_viewer_data_ranks_samples_and_categorises_problems(site):
     assert {"right", "wrong", "none"} <= set(want)  # the design exercises every filter
     for p, c, s in zip(data["problems"], correct, scores, strict=True):
         order = np.argsort(-s, kind="stable")
-        ranks = [x["r"] for x in p["s"]] + [r[0] for r in p["rest"]]
-        assert sorted(ranks) == list(range(1, 13))
-        assert [x["i"] for x in p["s"][:5]] == order[:5].tolist()
-        assert [x["ok"] for x in p["s"][:5]] == c[order[:5]].astype(int).tolist()
+        groups = entries(c, order)
+        rank = {j: r + 1 for r, j in enumerate(order.tolist())}
+        assert p["d"] == len(groups)
+        assert [x["r"] for x in p["s"]] + [r[0] for r in p["rest"]] == sorted(rank[g[0]] for g in groups)
+        assert [x["i"] for x in p["s"][:5]] == [g[0] for g in groups[:5]]
+        assert [x["ok"] for x in p["s"][:5]] == [int(c[g[0]]) for g in groups[:5]]
         assert p["nc"] == int(c.sum())
-        first_ok = next((r for r, j in enumerate(order) if c[j]), None)
-        if first_ok is not None and first_ok >= 5:  # the best-ranked correct sample is shown in full too
-            assert len(p["s"]) == 6 and p["s"][5]["r"] == first_ok + 1 and p["s"][5]["ok"] == 1
+        first_ok = next((k for k, g in enumerate(groups) if c[g[0]]), None)
+        if first_ok is not None and first_ok >= 5:  # the best-ranked correct entry is shown in full too
+            assert len(p["s"]) == 6 and p["s"][5]["i"] == groups[first_ok][0] and p["s"][5]["ok"] == 1
         else:
-            assert len(p["s"]) == 5
+            assert len(p["s"]) == min(5, len(groups))
         assert p["g"]["ok"] == int(c[0])
+
+
+def test_identical_samples_of_a_problem_are_one_entry_with_their_count(site):
+    data = embedded(site["html"])
+    correct = site["correct"][:30]
+    several = 0
+    for p, c in zip(data["problems"], correct, strict=True):
+        counts = [x.get("c", 1) for x in p["s"]] + [r[5] for r in p["rest"]]
+        assert sum(counts) == 12  # every sample is counted once
+        texts = [x["t"] for x in p["s"]]
+        assert len(set(texts)) == len(texts)  # no text shown twice
+        right = [x.get("c", 1) for x in p["s"] if x["ok"]] + [r[5] for r in p["rest"] if r[3]]
+        assert right == ([int(c.sum())] if c.any() else [])  # all right samples are one entry, counted
+        several += c.sum() > 1
+    assert several > 0  # the design has problems with several identical samples
 
 
 def test_token_values_are_aligned_with_the_decoded_text(site):

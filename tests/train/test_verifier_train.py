@@ -422,3 +422,20 @@ def test_a_verifier_of_another_family_reads_the_samples_text(tiny_cfg, tiny_llam
     assert out["val_auc"] > 0.9
     trained, vtok = load_verifier(paths.verifier_final)
     assert trained.reads == "text" and len(vtok) != len(AutoTokenizer.from_pretrained(tiny_llama_dir))
+
+
+def test_train_layers_trains_only_the_top_layers_and_the_head(tiny_cfg, tiny_llama_dir):
+    from safetensors.torch import load_file
+
+    cfg = tiny_cfg
+    cfg.verifier.train_layers = 1
+    paths = _setup_run(cfg, tiny_llama_dir)
+    tv.main(cfg)
+    before = load_file(str(tiny_llama_dir / "model.safetensors"))
+    after = load_file(str(paths.verifier_final / "model.safetensors"))
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith(("model.layers.1.", "model.norm.")) for k in changed), sorted(changed)
+    assert any(k.startswith("model.layers.1.") for k in changed)
+    cfg.verifier.train_layers = 3
+    with pytest.raises(GsmvError, match="has 2 layers"):
+        tv.main(cfg)

@@ -1,6 +1,6 @@
 """Generator quality on the val split: greedy solutions that are well formed, and correct.
 
-    python benchmarks/bench_generator_quality.py --run runs/cpu
+    python docs/research/scripts/bench_generator_quality.py --run runs/cpu
 
 Well formed: every `<<` is closed by `>>` with exactly one `=` inside, and the text ends with
 `#### N` where N parses as a number. Also prints accuracy by the number of steps of the reference

@@ -1,6 +1,6 @@
 """A baseline for the verifier: rank each problem's samples by the generator's own log-likelihood.
 
-    python benchmarks/bench_likelihood_ranking.py --run runs/synth --split test --problems 500
+    python docs/research/scripts/bench_likelihood_ranking.py --run runs/synth --split test --problems 500
 
 Scores every sample of the first K problems of samples/<split> with the run's generator (generator/final):
 the sum and the mean log-probability of the tokens the generator chose (calculator-forced tokens excluded,
@@ -17,7 +17,7 @@ import collections
 
 import numpy as np
 import torch
-from bench_common import first_samples
+from research_common import first_samples
 
 from gsmv.artifacts import RunPaths, read_shards
 from gsmv.metrics import auc, auc_within, best_of_n

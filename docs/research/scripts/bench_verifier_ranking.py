@@ -1,6 +1,6 @@
 """How well a trained verifier ranks samples, pooled and within a problem, on train or val samples.
 
-    python benchmarks/bench_verifier_ranking.py --run runs/synth --split train --problems 300
+    python docs/research/scripts/bench_verifier_ranking.py --run runs/synth --split train --problems 300
 
 Scores the first K problems' samples of a split (samples/<split>) with the run's verifier/final and prints
 the pooled ROC AUC and the mean within-problem AUC (gsmv.metrics). On train samples a low within-problem AUC
@@ -15,7 +15,7 @@ import collections
 
 import numpy as np
 import torch
-from bench_common import first_samples
+from research_common import first_samples
 
 from gsmv.artifacts import RunPaths
 from gsmv.metrics import auc, auc_within

@@ -1,8 +1,8 @@
 """Generator size against verification (the paper's size comparison): how large must a finetune-only generator
 be to match a small generator with a verifier?
 
-    python benchmarks/generator_size.py --finetune runs/synth runs/synth-gen6 runs/synth-5m-lr1e3 \
-        --verified runs/synth --out docs/synth/generator_size.png
+    python docs/research/scripts/generator_size.py --finetune runs/synth runs/synth-gen6 runs/synth-5m-lr1e3 \
+        --verified runs/synth --out docs/research/generator_size.png
 
 --finetune: runs whose generators are compared finetune-only, by test@1 (the greedy test sample of each problem,
 samples/test_greedy, as graded at sampling time), with 95% bootstrap CIs over problems (gsmv.metrics, the

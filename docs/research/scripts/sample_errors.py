@@ -3,7 +3,7 @@ of problems that also have a right one, the number of the first wrong step (a st
 not one of the reference's intermediate values, gsmv.data.tasks) and how far into the sample it departs from
 the closest right sample of its problem (longest common prefix, as a share of its characters).
 
-    python benchmarks/sample_errors.py --run runs/synth-v100
+    python docs/research/scripts/sample_errors.py --run runs/synth-v100
 """
 
 from __future__ import annotations

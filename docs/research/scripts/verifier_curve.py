@@ -1,8 +1,8 @@
 """A verifier's learning curve on a run folder's samples: within-problem AUC and best-of-N against value
 examples seen, on a fixed subset of its own training samples (fit) and on the val samples (generalisation).
 
-    python benchmarks/verifier_curve.py --run runs/synth --out runs/curves/base --steps 3000 --eval-every 250
-    python benchmarks/verifier_curve.py --plot docs/synth/verifier_curve.png runs/curves/*/curve.jsonl
+    python docs/research/scripts/verifier_curve.py --run runs/synth --out runs/curves/base --steps 3000 --eval-every 250
+    python docs/research/scripts/verifier_curve.py --plot docs/research/verifier_curve.png runs/curves/*/curve.jsonl
 
 The verifier starts from the run's generator/final and is trained as the train-verifier stage trains it (the
 same examples, batch layout and loss: gsmv.train.verifier; the loop: gsmv.train.curve) at a constant learning
@@ -15,13 +15,13 @@ go to val_scores.npz; --combine FOLDERS ranks those by value, likelihood and bot
 samples vote (the paper's Fig. 7). --likelihood-value trains an experimental value (not in gsmv): the head's logit
 plus a learned weight times the log-likelihood of the solution so far under the verifier's own LM (with
 --likelihood-ref, the log-likelihood ratio against the start: an implicit PRM). --lm-only trains the LM half alone
-(a curve of its likelihood's ranking; --save-lm keeps the LM for benchmarks/bench_generator_quality.py --model).
+(a curve of its likelihood's ranking; --save-lm keeps the LM for docs/research/scripts/bench_generator_quality.py --model).
 --fresh-problems N trains on the generator's samples of N newly drawn problems it never trained on, instead of
 samples/train (with --and-train, beside them).
 
-    python benchmarks/verifier_curve.py --run runs/synth-v100 --out runs/curves4/lm-fresh --dedupe --lm-probe \
+    python docs/research/scripts/verifier_curve.py --run runs/synth-v100 --out runs/curves4/lm-fresh --dedupe --lm-probe \
         verifier.lm_weight=1 verifier.lm_data=fresh verifier.group_samples=10
-    python benchmarks/verifier_curve.py --combine runs/curves4/lm-fresh
+    python docs/research/scripts/verifier_curve.py --combine runs/curves4/lm-fresh
 """
 
 from __future__ import annotations
@@ -226,7 +226,7 @@ def run(a: argparse.Namespace) -> None:
                 eval_every=a.eval_every, probes=probes, max_len=max_len,
                 groups=tv.batch_groups([ex.get("group", -1) for ex in examples], vcfg), log=log,
                 lm_probe=a.lm_probe, probe_fn=probe_fn)
-    if a.save_lm:  # the trained LM (a generator: benchmarks/bench_generator_quality.py --model)
+    if a.save_lm:  # the trained LM (a generator: docs/research/scripts/bench_generator_quality.py --model)
         ver.lm.save_pretrained(a.save_lm)
         tok.save_pretrained(a.save_lm)
     # The last model's scores of every val sample (its last evaluation's), for rankings that combine them.

@@ -10,7 +10,8 @@ picked right, and a search box. The filter and search live in the URL hash
 
 Size is kept down by showing cfg.report.html_problems problems and, per problem, only the
 cfg.report.html_samples top-ranked samples in full (plus the best-ranked correct one when it is
-lower); the others are listed as rank / score / answer rows.
+lower); the others are listed as rank / score / answer rows. Identical samples of a problem are one
+entry with their count.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
+from gsmv import progress
 from gsmv.artifacts import RunPaths
 from gsmv.formatting import label
 
@@ -177,6 +178,17 @@ def encode_lengths(pieces: list[str]) -> str | list[int]:
     return "".join(ALPHABET[k] for k in lens) if max(lens, default=0) < len(ALPHABET) else lens
 
 
+def _texts(data: Any, shown: list[int], n: int) -> np.ndarray | None:
+    """The text of every sample of the shown problems ([P, n], object), or None when the shards hold no text."""
+    if not data.has_sample_column("text"):
+        return None
+    rows = np.asarray(data.sample_rows[shown], dtype=np.int64).reshape(-1)
+    col = data.sample_columns(rows, ["text"]).column("text").to_pylist()
+    out = np.empty(data.correct.shape, dtype=object)
+    out[shown] = np.array([t or "" for t in col], dtype=object).reshape(len(shown), n)
+    return out
+
+
 # Long on purpose: it builds one JSON document whose parts (rows shown in full, short rows, token
 # colours) share the per-problem order and the columns read once.
 def viewer_data(data: Any, results: dict, *, max_problems: int = 300, max_samples: int = 10,
@@ -184,28 +196,39 @@ def viewer_data(data: Any, results: dict, *, max_problems: int = 300, max_sample
     """The JSON the viewer embeds, from gsmv.run_data.load_run(...) data; the text, tokens and per-token values of
     the samples shown in full are read here (EvalData.sample_columns / score_columns), not for every sample.
 
-    A sample shown in full is {"r": rank (1 = the verifier's pick), "i": sample_idx, "a": answer, "ok": 0|1,
-    "sc": score, "t": text} plus, with per-token values and a tokenizer, "L": encode_lengths(token texts)
-    (summing to len(t)) and "v": encode_values(...). Other samples are [r, i, a, ok, sc] rows.
+    Identical samples of a problem (the same text) are one entry: the best-ranked of them, with "c", their
+    count, when there are several ("d" is a problem's count of entries). An entry shown in full is
+    {"r": rank (1 = the verifier's pick), "i": sample_idx, "a": answer, "ok": 0|1, "sc": score, "t": text} plus,
+    with per-token values and a tokenizer, "L": encode_lengths(token texts) (summing to len(t)) and
+    "v": encode_values(...). Other entries are [r, i, a, ok, sc, count] rows.
     """
     P, n = data.correct.shape
     shown = list(range(P if max_problems <= 0 else min(P, max_problems)))
     scores_all = data.scores if data.scores is not None else np.zeros((P, n))
-    orders = {p: np.argsort(-scores_all[p], kind="stable") for p in shown}
-    full: dict[int, list[int]] = {}
+    orders = {p: [int(j) for j in np.argsort(-scores_all[p], kind="stable")] for p in shown}
+    texts = _texts(data, shown, n)
+    # Identical samples of a problem are one entry with their count: a weak generator repeats itself, and ten
+    # copies of one wrong line would hide the other samples. Entries are in the order of their best rank.
+    groups: dict[int, list[list[int]]] = {}
     for p in shown:
-        order, correct = orders[p], data.correct[p]
-        pick = [int(j) for j in order[:max_samples]]
-        first_ok = next((r for r, j in enumerate(order) if correct[j]), None)
+        by_text: dict[str, list[int]] = {}
+        for j in orders[p]:
+            by_text.setdefault(texts[p, j] if texts is not None else f"#{j}", []).append(j)
+        groups[p] = list(by_text.values())
+    full: dict[int, list[int]] = {}  # the entries (indices into groups[p]) shown in full
+    for p in shown:
+        correct = data.correct[p]
+        pick = list(range(min(max_samples, len(groups[p]))))
+        first_ok = next((g for g, js in enumerate(groups[p]) if correct[js[0]]), None)
         if first_ok is not None and first_ok >= max_samples:
-            pick.append(int(order[first_ok]))  # the best-ranked correct sample, to compare with the pick
+            pick.append(first_ok)  # the best-ranked correct entry, to compare with the pick
         full[p] = pick
-    # Only the rows shown in full are read out of the (large) list columns.
-    keys = [(p, j) for p in shown for j in full[p]]
+    # Only the entries shown in full are read out of the (large) list columns, once per entry.
+    keys = [(p, groups[p][g][0]) for p in shown for g in full[p]]
     rows = np.array([data.sample_rows[p, j] for p, j in keys], dtype=np.int64)
-    sub = data.sample_columns(rows, ["text", "tokens"])
-    texts = [t or "" for t in sub.column("text").to_pylist()] if "text" in sub.column_names else [""] * len(keys)
+    sub = data.sample_columns(rows, ["tokens"])
     tokens = sub.column("tokens").to_pylist() if "tokens" in sub.column_names else None
+    full_texts = [texts[p, j] if texts is not None else "" for p, j in keys]
     values = None
     if data.score_table is not None:
         srows = np.array([data.score_rows[p, j] for p, j in keys], dtype=np.int64)
@@ -214,8 +237,8 @@ def viewer_data(data: Any, results: dict, *, max_problems: int = 300, max_sample
     pieces: list[list[str] | None] = [None] * len(keys)
     if tokenizer is not None and tokens is not None and values is not None:
         want = [k for k in range(len(keys)) if tokens[k] and values[k]]
-        for k, pc in zip(want, token_pieces_batch(tokenizer, [tokens[k] for k in want], [texts[k] for k in want]),
-                         strict=True):
+        for k, pc in zip(want, token_pieces_batch(tokenizer, [tokens[k] for k in want],
+                                                  [full_texts[k] for k in want]), strict=True):
             pieces[k] = pc
     g_text = g_ans = None
     if data.greedy is not None:
@@ -224,13 +247,16 @@ def viewer_data(data: Any, results: dict, *, max_problems: int = 300, max_sample
         g_ans = g.column("final_answer").to_pylist()
 
     problems, k = [], 0
-    for p in tqdm(shown, desc="report.html", unit="problem", disable=None):
+    for p in progress.bar(shown, desc="report.html", unit="problem", disable=None):
         prob, order, correct, scores = data.problems[p], orders[p], data.correct[p], scores_all[p]
-        rank_of = {int(j): r for r, j in enumerate(order)}
+        rank_of = {j: r for r, j in enumerate(order)}
         samples = []
-        for j in full[p]:
+        for g in full[p]:
+            j, count = groups[p][g][0], len(groups[p][g])
             rec: dict[str, Any] = {"r": rank_of[j] + 1, "i": j, "a": data.answers[p][j], "ok": int(correct[j]),
-                                   "sc": round(float(scores[j]), 4), "t": texts[k]}
+                                   "sc": round(float(scores[j]), 4), "t": full_texts[k]}
+            if count > 1:
+                rec["c"] = count
             if pieces[k] is not None:
                 rec["t"] = "".join(pieces[k])
                 rec["L"] = encode_lengths(pieces[k])
@@ -238,8 +264,9 @@ def viewer_data(data: Any, results: dict, *, max_problems: int = 300, max_sample
             samples.append(rec)
             k += 1
         in_full = set(full[p])
-        rest = [[rank_of[int(j)] + 1, int(j), data.answers[p][int(j)], int(correct[j]), round(float(scores[j]), 3)]
-                for j in order if int(j) not in in_full]
+        rest = [[rank_of[js[0]] + 1, js[0], data.answers[p][js[0]], int(correct[js[0]]),
+                 round(float(scores[js[0]]), 3), len(js)]
+                for g, js in enumerate(groups[p]) if g not in in_full]
         top_ok = bool(correct[order[0]])
         greedy = None
         if data.greedy_correct is not None:
@@ -247,7 +274,8 @@ def viewer_data(data: Any, results: dict, *, max_problems: int = 300, max_sample
                       "a": g_ans[len(problems)] if g_ans is not None else None, "ok": int(data.greedy_correct[p])}
         problems.append({"id": prob.id, "q": prob.question, "ref": prob.answer, "sol": prob.solution,
                          "cat": "right" if top_ok else ("wrong" if correct.any() else "none"),
-                         "n": n, "nc": int(correct.sum()), "g": greedy, "s": samples, "rest": rest})
+                         "n": n, "nc": int(correct.sum()), "d": len(groups[p]), "g": greedy, "s": samples,
+                         "rest": rest})
     metrics = results.get("metrics", {})
     # [label, value] pairs, the labels from gsmv.formatting (the viewer's script has none of its own).
     headline = [[label(m, n), (metrics.get(m) or {}).get("value")]
@@ -301,6 +329,7 @@ pre{white-space:pre-wrap;word-break:break-word;margin:0;font:13px/1.5 ui-monospa
 .sample{border-left:4px solid var(--line);padding:4px 10px;margin:6px 0;background:#fff}
 .sample.ok{border-color:var(--ok)} .sample.bad{border-color:var(--bad)}
 .meta{font-size:12px;color:var(--mute);margin-bottom:2px}
+.count{font-weight:bold}
 .mark{font-weight:bold} .mark.ok{color:var(--ok)} .mark.bad{color:var(--bad)}
 .tok{border-radius:2px}
 table.rest{border-collapse:collapse;font-size:12px;margin-top:4px}
@@ -370,10 +399,12 @@ _JS = r"""
     return pre;
   }
 
+  const times = (c) => (c > 1 ? "\u00d7" + c : "");
   function sampleBox(s) {
     return el("div", {class: "sample " + (s.ok ? "ok" : "bad"), "data-rank": s.r},
       el("div", {class: "meta"}, "#" + s.r + " \u00b7 sample " + s.i + " \u00b7 score " + s.sc.toFixed(4) +
-        " \u00b7 answer " + (s.a === null ? "(none)" : s.a) + " \u00b7 ", mark(s.ok)),
+        " \u00b7 answer " + (s.a === null ? "(none)" : s.a) + " \u00b7 ", mark(s.ok),
+        s.c > 1 ? el("span", {class: "count"}, " \u00b7 " + times(s.c) + " (" + s.c + " identical samples)") : null),
       solution(s));
   }
 
@@ -387,15 +418,20 @@ _JS = r"""
           el("div", {class: "meta"}, "answer " + (p.g.a === null ? "(none)" : p.g.a) + " \u00b7 ", mark(p.g.ok)),
           el("pre", {}, p.g.t || "")));
     }
-    b.append(el("h3", {}, "samples ranked by the verifier (" + p.nc + " of " + p.n + " correct)"));
+    b.append(el("h3", {}, "samples ranked by the verifier (" + p.nc + " of " + p.n + " correct" +
+      (p.d < p.n ? "; " + p.d + " distinct" : "") + ")"));
     for (const s of p.s) b.append(sampleBox(s));
     if (p.rest.length) {
       const t = el("table", {class: "rest"}, el("tr", {}, el("th", {}, "rank"), el("th", {}, "sample"),
-        el("th", {}, "score"), el("th", {}, "answer"), el("th", {}, "")));
-      for (const [r, i, a, ok, sc] of p.rest)
+        el("th", {}, "score"), el("th", {}, "answer"), el("th", {}, ""), el("th", {}, "copies")));
+      let more = 0;
+      for (const [r, i, a, ok, sc, c] of p.rest) {
+        more += c;
         t.append(el("tr", {class: ok ? "ok" : "bad"}, el("td", {}, r), el("td", {}, i), el("td", {}, sc.toFixed(4)),
-          el("td", {}, a === null ? "(none)" : a), el("td", {}, mark(ok))));
-      b.append(el("details", {class: "restbox"}, el("summary", {}, p.rest.length + " more samples"), t));
+          el("td", {}, a === null ? "(none)" : a), el("td", {}, mark(ok)), el("td", {}, times(c))));
+      }
+      const what = more === p.rest.length ? more + " more samples" : more + " more samples (" + p.rest.length + " distinct)";
+      b.append(el("details", {class: "restbox"}, el("summary", {}, what), t));
     }
     return b;
   }

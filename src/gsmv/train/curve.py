@@ -3,7 +3,7 @@ and on held-out problems.
 
 The stage (gsmv.train.verifier) trains on a schedule and reports once at the end; a curve needs the same
 model, examples, batch layout and loss, evaluated every `eval_every` steps with a constant learning rate (so
-an earlier point is a model one could have stopped at). `train_curve` is that loop; benchmarks/verifier_curve.py
+an earlier point is a model one could have stopped at). `train_curve` is that loop; docs/research/scripts/verifier_curve.py
 runs it on a run folder's samples (and, with few problems and many steps, is the memorisation test: a
 verifier must be able to order the samples it trained on).
 """

@@ -42,8 +42,8 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from torch import nn
-from tqdm.auto import tqdm
 
+from gsmv import progress
 from gsmv.artifacts import MetricsLog
 from gsmv.config import RunConfig, TrainConfig, config_hash, hash_dict
 from gsmv.errors import GsmvError
@@ -366,8 +366,8 @@ class _Trainer:
         resumed_from = self.setup(model)
         k = self.tcfg.grad_accum
         self.model.train()
-        bar = tqdm(total=self.total_steps, initial=self.step, desc=desc, disable=not self.acc.is_main_process,
-                   dynamic_ncols=True)
+        bar = progress.bar(total=self.total_steps, initial=self.step, desc=desc, unit="step",
+                           disable=not self.acc.is_main_process)
         window = _Window()
         while self.step < self.total_steps:
             epoch, offset = divmod(self.step, self.steps_per_epoch)

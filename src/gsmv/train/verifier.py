@@ -376,6 +376,24 @@ def _verifier_from_folder(name: str, cfg: RunConfig) -> tuple[Verifier, Any, str
     return ver, tok, name
 
 
+def freeze_lower_layers(ver: Verifier, k: int) -> None:
+    """verifier.train_layers=k > 0: only the top k decoder layers, the LM's final norm and the head train."""
+    if k <= 0:
+        return
+    from gsmv.models.loading import decoder_layers
+
+    layers = decoder_layers(ver.lm)
+    if k > len(layers):
+        raise GsmvError(f"config key 'verifier.train_layers' is {k}: the verifier's LM has {len(layers)} layers")
+    keep = {id(p) for layer in layers[-k:] for p in layer.parameters()}
+    norm = getattr(ver.lm.base_model, "norm", None) or getattr(ver.lm.base_model, "ln_f", None)
+    if norm is not None:
+        keep |= {id(p) for p in norm.parameters()}
+    for p in ver.lm.parameters():
+        if id(p) not in keep:
+            p.requires_grad_(False)
+
+
 def _freeze_unused_lm_head(ver: Verifier, vcfg: VerifierConfig) -> None:
     """An untied output layer that neither the LM loss nor the head reads gets no gradient, which DDP
     rejects; freeze it instead."""
@@ -474,6 +492,7 @@ def main(cfg: RunConfig, *, on_step: Callable[[int], None] | None = None) -> dic
     seed_everything(vcfg.seed)
     ver, tok, init_desc = build_initial_verifier(cfg)
     _freeze_unused_lm_head(ver, vcfg)
+    freeze_lower_layers(ver, vcfg.train_layers)
     pad_id = pad_id_of(tok)
     max_len = input_limit(ver.lm, vcfg.max_len)
 
