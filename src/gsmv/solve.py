@@ -282,10 +282,11 @@ def main(args: Any) -> int:
 
     hf_logging.disable_progress_bar()  # a command's output: answers on stdout, one line of timing on stderr
     solver = Solver(args.run, strategy=args.strategy, n=args.n, k=args.k, beams=args.beams, threads=args.threads)
-    print(purpose(args.run, solver.familiarity), file=sys.stderr)
     t0 = time.perf_counter()
     answers = solver.solve(questions)
     secs = time.perf_counter() - t0
+    # After solving: a question refused as bad input gets its one error line and nothing else.
+    print(purpose(args.run, solver.familiarity), file=sys.stderr)
     for a in answers:
         print(a.as_json() if args.json else a.as_text(), flush=True)
     print(f"gsmv solve: {len(questions)} question(s) in {secs:.1f} s ({secs / len(questions):.2f} s each) after "

@@ -132,3 +132,13 @@ def test_kill_during_conversion_then_rerun_gives_the_same_bytes(tmp_path, cache,
 def test_names_that_are_not_packaged_pass_through(tmp_path):
     assert sources.resolve_model("gpt2") == "gpt2"
     assert sources.resolve_model(str(tmp_path)) == str(tmp_path)
+
+
+def test_a_run_with_an_unreachable_packaged_verifier_fails_before_training_anything(tmp_path, cache, capsys):
+    from gsmv import cli
+
+    code = cli.main(["run", "--config", "smoke-synth", f"out_dir={tmp_path / 'runs'}", "name=r",
+                     "verifier.init=smollm2-135m"])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert code == 2 and len(err) == 1 and "model 'HuggingFaceTB/SmolLM2-135M-Instruct': no source gave it" in err[0]
+    assert not (tmp_path / "runs" / "r" / "generator").exists()
