@@ -38,11 +38,12 @@ import time
 
 import numpy as np
 import torch
-from bench_common import first_samples, gsm8k_tokenizer
+from bench_common import gsm8k_tokenizer
 
 from gsmv.config import ModelConfig, VerifierConfig
 from gsmv.models.loading import build_from_preset, count_params
 from gsmv.models.verifier import Verifier, ensure_value_token, score_sequences
+from gsmv.run_data import first_samples
 from gsmv.train.loop import build_optimizer
 from gsmv.train.verifier import collate_fn, make_example, make_loss_fn
 

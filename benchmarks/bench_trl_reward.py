@@ -6,7 +6,8 @@
 The sequences: synth problems, each with S samples (its reference solution, so lengths are real; labels
 alternate right/wrong; speed does not depend on them) in the model's own tokens. TRL gets them as S/2
 chosen/rejected pairs per problem (pre-tokenized `chosen_ids`/`rejected_ids`, the same ids) and trains
-AutoModelForSequenceClassification with its Bradley-Terry loss; gsmv trains its verifier on the same sequences
+AutoModelForSequenceClassification with its Bradley-Terry loss (with its default gradient checkpointing, and
+without); gsmv trains its verifier on the same sequences
 as value examples (shared-prompt packing, the joint LM loss at verifier.lm_ratio as the synth-smol preset has it),
 in full and with only the top 4 layers trained. Both use AdamW and fp32 on the CPU. Arms run in rounds
 (TRL, then each gsmv arm, repeated) so that a change of machine load hits all of them; the first step of each
@@ -35,7 +36,7 @@ def sequences(tok, problems, per_problem: int) -> list[dict]:
              "label": j % 2 == 0, "wrong_char": None} for p in problems for j in range(per_problem)]
 
 
-def trl_seconds(folder: str, rows: list[dict], pairs_per_step: int, steps: int) -> float:
+def trl_seconds(folder: str, rows: list[dict], pairs_per_step: int, steps: int, checkpointing: bool) -> float:
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
     from trl import RewardConfig, RewardTrainer
@@ -59,7 +60,8 @@ def trl_seconds(folder: str, rows: list[dict], pairs_per_step: int, steps: int) 
     with tempfile.TemporaryDirectory() as out:
         args = RewardConfig(output_dir=out, per_device_train_batch_size=pairs_per_step, max_steps=steps + 1,
                             learning_rate=1e-4, use_cpu=True, report_to="none", save_strategy="no",
-                            logging_steps=1000, max_length=384, dataloader_num_workers=0, disable_tqdm=True)
+                            logging_steps=1000, max_length=384, dataloader_num_workers=0, disable_tqdm=True,
+                            gradient_checkpointing=checkpointing)
         RewardTrainer(model=model, args=args, train_dataset=data, processing_class=tok,
                       callbacks=[Clock()]).train()
     return marks[-1] - marks[1]  # steps after the warm-up
@@ -105,18 +107,21 @@ def main() -> None:
     rows = sequences(tok, problems, a.per_problem)
     refs = [(p.id, prompt_ids(tok, p.question), encode_solution(tok, p.solution)) for p in problems]
     per_step = a.problems * a.per_problem
-    secs = {"TRL RewardTrainer, full": 0.0, "gsmv, full": 0.0, "gsmv, top 4 layers": 0.0}
+    secs = {"TRL RewardTrainer, full (its default: gradient checkpointing)": 0.0,
+            "TRL RewardTrainer, full, no checkpointing": 0.0, "gsmv, full": 0.0, "gsmv, top 4 layers": 0.0}
     for _ in range(a.rounds):
-        secs["TRL RewardTrainer, full"] += trl_seconds(folder, rows, per_step // 2, a.steps)
+        secs["TRL RewardTrainer, full (its default: gradient checkpointing)"] += trl_seconds(
+            folder, rows, per_step // 2, a.steps, True)
+        secs["TRL RewardTrainer, full, no checkpointing"] += trl_seconds(folder, rows, per_step // 2, a.steps, False)
         secs["gsmv, full"] += gsmv_seconds(folder, rows, refs, 0, per_step, a.steps)
         secs["gsmv, top 4 layers"] += gsmv_seconds(folder, rows, refs, 4, per_step, a.steps)
     n = per_step * a.steps * a.rounds
     mean_len = sum(len(r["prompt"]) + len(r["tokens"]) for r in rows) / len(rows)
     print(f"{a.model}: {per_step} sequences a step (mean {mean_len:.0f} tokens), {a.steps} timed steps x "
           f"{a.rounds} rounds per arm, {a.threads} threads")
-    print("| arm | sequences/s | vs TRL |")
+    print("| arm | sequences/s | vs TRL without checkpointing |")
     print("|---|---|---|")
-    base = secs["TRL RewardTrainer, full"]
+    base = secs["TRL RewardTrainer, full, no checkpointing"]
     for arm, s in secs.items():
         print(f"| {arm} | {n / s:.2f} | {base / s:.2f}x |")
 

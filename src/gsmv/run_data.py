@@ -220,3 +220,16 @@ def load_run(cfg: RunConfig, sample_columns: Sequence[str] = (), score_columns: 
                     greedy_correct=greedy_correct, samples=samples.table, sample_rows=order.reshape(P, n),
                     score_table=score_table, score_rows=score_rows, greedy=greedy, greedy_rows=greedy_rows,
                     sample_shards=(samples.paths, samples.shard_of), score_shards=score_shards)
+
+
+def first_samples(run: str | Path, split: str, n_problems: int, columns: Sequence[str]) -> tuple[dict, list[dict]]:
+    """A run's problems of `split` by id, and the sample rows (`columns`) of the first n_problems problems of
+    samples/<split>, in shard order (the benchmarks' and research probes' way to take a slice of a run)."""
+    from gsmv.config import load_config
+    from gsmv.data.tasks import load_split
+
+    paths = RunPaths(run)
+    problems = {p.id: p for p in load_split(load_config(paths.config), split)}
+    rows = read_shards(paths.samples(split), list(columns)).table.to_pylist()
+    keep = set(list(dict.fromkeys(r["problem_id"] for r in rows))[:n_problems])
+    return problems, [r for r in rows if r["problem_id"] in keep]

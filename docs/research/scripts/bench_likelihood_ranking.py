@@ -17,13 +17,13 @@ import collections
 
 import numpy as np
 import torch
-from research_common import first_samples
 
 from gsmv.artifacts import RunPaths, read_shards
 from gsmv.metrics import auc, auc_within, best_of_n
 from gsmv.models.likelihood import sequence_loglik
 from gsmv.models.loading import load_model_and_tokenizer
 from gsmv.models.verifier import prompt_ids, solution_ids
+from gsmv.run_data import first_samples
 
 
 def main() -> None:

@@ -15,11 +15,11 @@ import collections
 
 import numpy as np
 import torch
-from research_common import first_samples
 
 from gsmv.artifacts import RunPaths
 from gsmv.metrics import auc, auc_within
 from gsmv.models.verifier import load_verifier, prompt_ids, score_sequences, solution_ids
+from gsmv.run_data import first_samples
 
 
 def main() -> None:

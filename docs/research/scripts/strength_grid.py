@@ -76,6 +76,17 @@ def run_grid(scale: str, out: Path, extra: list[str]) -> list[Path]:
     return folders
 
 
+def _stage_seconds(run: Path, stage: str) -> float | None:
+    """How long `stage` ran for this cell (followed to the run it was linked from); None when not recorded."""
+    try:
+        entry = json.loads(RunPaths(run).manifest.read_text())["stages"][stage]
+    except (OSError, KeyError, ValueError):
+        return None
+    if entry.get("reused_from"):
+        return _stage_seconds(Path(entry["reused_from"]), stage)
+    return entry.get("seconds")
+
+
 def _val_within(run: Path) -> float | None:
     recs = [r for r in read_metrics(RunPaths(run).metrics, "train-verifier") if "val_auc_within" in r]
     return float(recs[-1]["val_auc_within"]) if recs else None
@@ -118,6 +129,7 @@ def cell(run: Path, resamples: int = 1000, show: int = 2) -> dict:
     out["coverage"] = float(data.correct.any(1).mean())
     out["test_within_auc"] = auc_within(list(data.scores), list(data.correct))
     out["val_within_auc"] = _val_within(run)
+    out["seconds"] = {st: _stage_seconds(run, st) for st in ("finetune", "train-verifier", "score")}
     wrong = np.argwhere(~data.correct)
     rows = data.sample_rows[wrong[:, 0], wrong[:, 1]]
     texts = data.sample_columns(rows, ["text"]).column("text").to_pylist()
@@ -140,8 +152,8 @@ def _fmt(m: dict, pct: bool = True) -> str:
 def table(cells: list[dict]) -> str:
     n = cells[0]["n"]
     head = (f"| run | verifier init | greedy | pass@1 | majority@{n} | best-of-{n} | gain vs greedy | gain vs majority | "
-            "val within-AUC | test within-AUC | coverage | wrong at step 1 |")
-    lines = [head, "|" + "---|" * 12]
+            "val within-AUC | test within-AUC | coverage | wrong at step 1 | generator training (s) |")
+    lines = [head, "|" + "---|" * 13]
     for c in cells:
         m = c["metrics"]
         val = "-" if c["val_within_auc"] is None else f"{c['val_within_auc']:.3f}"
@@ -149,7 +161,7 @@ def table(cells: list[dict]) -> str:
         lines.append(f"| {Path(c['run']).name} | {c['verifier_init']} | {_fmt(m['greedy'])} | {_fmt(m['pass@1'])} | "
                      f"{_fmt(m[f'majority@{n}'])} | {_fmt(m[f'best-of-{n}'])} | {_fmt(m['gain_over_greedy'])} | "
                      f"{_fmt(m['gain_over_majority'])} | {val} | {test} | {100 * c['coverage']:.1f} | "
-                     f"{100 * c['wrong_at_step1']:.0f}% |")
+                     f"{100 * c['wrong_at_step1']:.0f}% | {c['seconds']['finetune'] or '-'} |")
     return "\n".join(lines) + "\n"
 
 
