@@ -439,3 +439,13 @@ def test_train_layers_trains_only_the_top_layers_and_the_head(tiny_cfg, tiny_lla
     cfg.verifier.train_layers = 3
     with pytest.raises(GsmvError, match="has 2 layers"):
         tv.main(cfg)
+
+
+def test_frozen_layers_get_no_residual_dropout(tiny_llama_dir):
+    ver, _ = build_verifier(tiny_llama_dir, dropout=0.2)
+    layers = [m for m in ver.lm.modules() if hasattr(m, "self_attn") and hasattr(m, "mlp")]
+    assert all(getattr(layer.mlp, "_gsmv_dropout_handle", None) is not None for layer in layers)
+    tv.freeze_lower_layers(ver, 1)
+    assert getattr(layers[0].mlp, "_gsmv_dropout_handle", None) is None
+    assert getattr(layers[0].self_attn, "_gsmv_dropout_handle", None) is None
+    assert getattr(layers[1].mlp, "_gsmv_dropout_handle", None) is not None  # the trained layer keeps it

@@ -380,11 +380,16 @@ def freeze_lower_layers(ver: Verifier, k: int) -> None:
     """verifier.train_layers=k > 0: only the top k decoder layers, the LM's final norm and the head train."""
     if k <= 0:
         return
-    from gsmv.models.loading import decoder_layers
+    from gsmv.models.loading import apply_residual_dropout, decoder_layers
 
     layers = decoder_layers(ver.lm)
     if k > len(layers):
         raise GsmvError(f"config key 'verifier.train_layers' is {k}: the verifier's LM has {len(layers)} layers")
+    # A frozen layer gets no residual dropout: it would only add noise that the trained layers must undo. On
+    # SmolLM2-135M (trained without dropout) the solution NLL of 8 synth problems is 1.46 in eval mode, 8.60
+    # with dropout 0.2 in all 30 layers and 3.26 with it in the top 4 only (2026-12-06).
+    for layer in layers[:-k]:
+        apply_residual_dropout(layer, 0.0)
     keep = {id(p) for layer in layers[-k:] for p in layer.parameters()}
     norm = getattr(ver.lm.base_model, "norm", None) or getattr(ver.lm.base_model, "ln_f", None)
     if norm is not None:
