@@ -52,11 +52,12 @@ def sequences_for_shard(path, prompts: dict[str, list[int]], split: str, tokeniz
     number of sampled tokens of each row (the verifier also reads EOS after a finished sample). A verifier that
     reads text (another tokenizer than the generator's) gets each sample's text in its own ids, and no
     per-token values (they would not align with the sample's tokens): n_sampled is 0."""
-    names = ("problem_id", "sample_idx", "tokens", "finished", "text")
-    t = read_shard(path, names)
+    # The text column only for a verifier that reads it: scoring is on the hot path and texts are long.
+    t = read_shard(path, ("problem_id", "sample_idx", "tokens", "finished") + (("text",) if reads == "text" else ()))
+    texts = t.column("text").to_pylist() if reads == "text" else [None] * t.num_rows
     seqs, starts, n_sampled = [], [], []
-    cols = (t.column(c).to_pylist() for c in ("problem_id", "tokens", "finished", "text"))
-    for i, (pid, toks, finished, text) in enumerate(zip(*cols, strict=True)):
+    cols = (t.column(c).to_pylist() for c in ("problem_id", "tokens", "finished"))
+    for i, (pid, toks, finished, text) in enumerate(zip(*cols, texts, strict=True)):
         if pid not in prompts:
             raise GsmvError(f"{path}: row {i}: problem_id {pid!r} is not in the '{REFERENCE_SPLIT[split]}' split")
         p = prompts[pid]
