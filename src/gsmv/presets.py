@@ -27,7 +27,7 @@ PRESETS: dict[str, PresetInfo] = {
     "smoke-synth": PresetInfo("plumbing check on a tiny synthetic task; no accuracy (CI runs it)",
                               "not measured", "nothing"),
     "synth-smol": PresetInfo("synth's generator with a pretrained verifier, SmolLM2-135M-Instruct (linear head)",
-                             "not measured", "a model download (hub, else PyPI; .[gguf])"),
+                             "103 min", "a model download (hub, else PyPI; .[gguf])"),
     "gsm8k-cpu": PresetInfo("the synth recipe's 1M model on GSM8K: real data, no skill at this size",
                             "42 min", "GSM8K (../shared/data/gsm8k or the hub)"),
     "gpu-gpt2": PresetInfo("GPT-2 (124M) with the paper's settings; never run on a GPU yet",

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import gsmv.models.verifier as vm
 from gsmv.errors import GsmvError
 from gsmv.models.verifier import (
     CONFIG_NAME,
@@ -126,6 +127,37 @@ def test_linear_head_starts_at_one_half(tiny_llama_dir):
         ver.linear.weight.normal_()
         hidden = ver.hidden_states(ids, mask)
         torch.testing.assert_close(ver(ids, mask).values, torch.sigmoid(ver.linear(hidden).squeeze(-1)))
+
+
+def test_linear_head_starts_from_a_probe_that_ranks_its_data(tiny_llama_dir):
+    # Features whose label is read off one direction, on a scale and offset far from standardised: the fitted head
+    # ranks held-out rows by that direction, and its mean value sits near the base rate.
+    ver, _ = build_verifier(tiny_llama_dir, head="linear")
+    g = torch.Generator().manual_seed(0)
+    d = ver.linear.in_features
+    n, per = 400, 5  # samples, positions each (a sample's positions share its label)
+    direction = torch.randn(d, generator=g)
+    base = torch.randn(n, d, generator=g)
+    y = ((base @ direction) + 0.5 * torch.randn(n, generator=g) > 0.8).float()
+    h = (base.repeat_interleave(per, 0) + 0.1 * torch.randn(n * per, d, generator=g)) * 30 + 7
+    ids = torch.arange(n).repeat_interleave(per)
+    ver.fit_linear_head(h[: (n // 2) * per], y.repeat_interleave(per)[: (n // 2) * per], ids[: (n // 2) * per])
+    with torch.no_grad():
+        v = torch.sigmoid(ver.linear(h[(n // 2) * per:]).squeeze(-1)).reshape(-1, per).mean(1)
+    test_y = y[n // 2:]
+    pos, neg = v[test_y == 1], v[test_y == 0]
+    auc = float((pos[:, None] > neg[None, :]).float().mean())
+    assert auc > 0.85
+    assert abs(float(v.mean()) - float(y.mean())) < 0.1
+
+
+def test_linear_probe_regularises_more_on_noise(tiny_llama_dir):
+    ver, _ = build_verifier(tiny_llama_dir, head="linear")
+    g = torch.Generator().manual_seed(1)
+    d = ver.linear.in_features
+    h = torch.randn(60, d, generator=g)
+    y = (torch.rand(60, generator=g) < 0.3).float()  # labels unrelated to the features
+    assert ver.fit_linear_head(h, y, torch.arange(60)) == max(vm.PROBE_L2)
 
 
 @pytest.mark.parametrize("head", ["token", "linear"])

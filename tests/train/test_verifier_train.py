@@ -449,3 +449,29 @@ def test_frozen_layers_get_no_residual_dropout(tiny_llama_dir):
     assert getattr(layers[0].mlp, "_gsmv_dropout_handle", None) is None
     assert getattr(layers[0].self_attn, "_gsmv_dropout_handle", None) is None
     assert getattr(layers[1].mlp, "_gsmv_dropout_handle", None) is not None  # the trained layer keeps it
+
+
+def test_val_pass_reads_each_question_once_with_the_same_metrics(tiny_llama_dir, monkeypatch):
+    # On one process the val pass takes score_sequences' shared-prompt path; its metrics equal the plain path's.
+    from accelerate import Accelerator
+
+    ver, tok = build_verifier(tiny_llama_dir, head="token")
+    ver.eval()
+    rng = np.random.default_rng(0)
+    rows = []
+    for p in range(4):
+        prompt = [int(t) for t in rng.integers(3, len(tok) - 3, size=6 + p)]
+        for k in range(3):
+            rows.append({"problem_id": f"p{p}", "prompt": prompt, "label": (p + k) % 2 == 0,
+                         "tokens": [int(t) for t in rng.integers(3, len(tok) - 3, size=4 + 3 * k)]})
+    calls = []
+    real = tv.score_sequences
+    monkeypatch.setattr(tv, "score_sequences", lambda *a, **kw: calls.append(kw["share_prompts"]) or real(*a, **kw))
+    acc = Accelerator(cpu=True)
+    shared = tv.make_eval_fn(acc, rows, batch_size=4, pad_id=tok.pad_token_id, max_len=64)(ver)
+    monkeypatch.setattr(tv, "score_sequences", lambda *a, **kw: real(*a, **{**kw, "share_prompts": False}))
+    plain = tv.make_eval_fn(acc, rows, batch_size=4, pad_id=tok.pad_token_id, max_len=64)(ver)
+    assert calls == [True]
+    assert shared.keys() == plain.keys()
+    for key in plain:
+        assert shared[key] == pytest.approx(plain[key], abs=1e-5), key

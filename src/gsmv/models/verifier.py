@@ -21,8 +21,8 @@ Heads (cfg.verifier.head):
   token (hub models) get it added as a special token; the embedding matrix is
   resized only when the new id falls outside it (mean-initialised by
   transformers), so the head still starts from an unembedding row.
-- "linear": a zero-initialised nn.Linear(hidden, 1) on the final hidden state
-  (value 0.5 everywhere at the start).
+- "linear": an nn.Linear(hidden, 1) on the final hidden state, started from a logistic probe of the
+  training data's hidden states (fit_linear_head); zero (value 0.5 everywhere) until then.
 
 A verifier folder holds the LM (save_pretrained), its tokenizer, value_head.safetensors
 and verifier_config.json; `load_verifier(path, dtype, device)` restores it in one call.
@@ -57,6 +57,7 @@ from gsmv.progress import bar as progress_bar
 HEADS = CHOICES["verifier.head"]
 CONFIG_NAME = "verifier_config.json"
 HEAD_NAME = "value_head.safetensors"
+PROBE_L2 = (1e-3, 1e-2, 1e-1, 1.0)  # fit_linear_head's candidate L2 strengths (on standardised features)
 DEFAULT_VALUE_TOKEN = VerifierConfig.value_token
 
 
@@ -177,6 +178,36 @@ class Verifier(nn.Module):
         rate = min(max(target_rate, 0.02), 0.98)
         self.gain.fill_(gain)
         self.bias.fill_(math.log(rate / (1 - rate)) - gain * float(z.mean()))
+
+    def fit_linear_head(self, h: torch.Tensor, y: torch.Tensor, sample: torch.Tensor) -> float:
+        """Linear head: start from a logistic probe of final hidden states `h` (positions, hidden) on their
+        labels `y`, each of the `sample` ids weighing the same however many positions it has (linear probing
+        before fine-tuning, Kumar et al. 2022). A zero-initialised head passes no gradient into the LM until
+        its weight grows, which at a pretrained model's lr takes hundreds of steps. The L2 strength is picked
+        on a held-out half of the samples; returns it."""
+        if self.head != "linear" or h.numel() == 0:
+            return 0.0
+        h, y = h.detach().float().cpu(), y.detach().float().cpu()
+        sample = torch.unique(sample.cpu(), return_inverse=True)[1]
+        n = int(sample.max()) + 1
+        weight = (1.0 / torch.bincount(sample, minlength=n).float())[sample] / n  # each sample sums to 1/n
+        mu, sd = h.mean(0), h.std(0).clamp_min(1e-6)
+        x = (h - mu) / sd  # standardised: one L2 strength fits every backbone's hidden scale
+        held = sample % 2 == 1
+        best, best_loss = PROBE_L2[-1], math.inf
+        if n >= 4:
+            for l2 in PROBE_L2:
+                w, b = _logistic_fit(x[~held], y[~held], weight[~held] / weight[~held].sum(), l2)
+                z = x[held] @ w + b
+                loss = float((nn.functional.binary_cross_entropy_with_logits(z, y[held], reduction="none")
+                              * weight[held]).sum() / weight[held].sum())
+                if loss < best_loss:
+                    best, best_loss = l2, loss
+        w, b = _logistic_fit(x, y, weight, best)
+        with torch.no_grad():
+            self.linear.weight.copy_((w / sd).reshape(1, -1).to(self.linear.weight))
+            self.linear.bias.fill_(float(b - (w * mu / sd).sum()))
+        return best
 
     @torch.no_grad()
     def reserved_logits(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -520,3 +551,21 @@ def load_verifier(path: str | Path, dtype: torch.dtype | None = torch.float32, d
         ver.to(device)
     ver.eval()
     return ver, tok
+
+
+def _logistic_fit(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, l2: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weighted L2-regularised logistic regression (weights sum to 1): the minimiser's (w, b), by L-BFGS."""
+    w = torch.zeros(x.shape[1], requires_grad=True)
+    b = torch.zeros((), requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = (nn.functional.binary_cross_entropy_with_logits(x @ w + b, y, reduction="none") * weight).sum() \
+            + 0.5 * l2 * w.pow(2).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    return w.detach(), b.detach()

@@ -24,7 +24,8 @@ Init (cfg.verifier.init): "generator" = run_dir/generator/final (the paper, for 
 "base" = cfg.model.name (a hub model / folder, or for presets a fresh random model), or a model
 folder, such as another run's generator/final (a larger or smaller verifier than the generator),
 whose vocabulary must be the generator's.
-The token head's gain and bias are first fitted to the data (Verifier.calibrate_head).
+The head first starts from the data: the token head's gain and bias (Verifier.calibrate_head), the linear head
+as a logistic probe of the hidden states (Verifier.fit_linear_head).
 
 Validation on samples of the val problems (samples/val): AUC, accuracy at 0.5, ECE, Brier
 score, best-of-N accuracy (the highest-value sample of each problem), next to the samples'
@@ -68,6 +69,7 @@ from gsmv.train.packing import packed_collate, plain_collate
 
 STAGE = "train-verifier"
 CALIBRATION_EXAMPLES = 128  # enough for a mean and a spread; cheap on a big model
+LINEAR_PROBE_EXAMPLES = 512  # a probe's direction needs more samples than the token head's two numbers
 
 
 # ---------------------------------------------------------------- data
@@ -306,8 +308,13 @@ def make_eval_fn(accelerator: Accelerator, rows: list[dict], *, batch_size: int,
         per_rank = math.ceil(len(rows) / world)
         was_training = model.training
         model.eval()
+        # One process holds the plain Verifier: each problem's prompt is read once for its samples (on SmolLM2's
+        # val samples the prompt is about half of every sequence). Wrapped models take the plain path, whose
+        # forward count min_batches keeps equal on every rank.
+        share = world == 1 and isinstance(model, Verifier)
         res = score_sequences(model, [seqs[i] for i in mine], [starts[i] for i in mine], batch_size=batch_size,
-                              pad_id=pad_id, max_len=max_len, min_batches=math.ceil(per_rank / batch_size))
+                              pad_id=pad_id, max_len=max_len, min_batches=math.ceil(per_rank / batch_size),
+                              share_prompts=share)
         if was_training:
             model.train()
         got = gather_object([(i, final) for i, (final, _) in zip(mine, res, strict=True)])
@@ -409,23 +416,35 @@ def _freeze_unused_lm_head(ver: Verifier, vcfg: VerifierConfig) -> None:
 
 
 @torch.no_grad()
-def calibrate(ver: Verifier, examples: list[dict], collate, batch_size: int) -> None:
-    """Fit the token head's gain and bias to the reserved logits on (a prefix of) the training data."""
-    if ver.head != "token" or not examples:
-        return
+def calibrate(ver: Verifier, examples: list[dict], collate, batch_size: int) -> float | None:
+    """Start the head from the training data: the token head's gain and bias fitted to the reserved logits on
+    CALIBRATION_EXAMPLES examples spread over the problems; the linear head as a logistic probe of the final
+    hidden states on LINEAR_PROBE_EXAMPLES (returns the probe's L2 strength)."""
+    if not examples:
+        return None
     was = ver.training
     ver.eval()
-    sample = examples[::max(1, len(examples) // CALIBRATION_EXAMPLES)][:CALIBRATION_EXAMPLES]  # spread over problems
+    k = CALIBRATION_EXAMPLES if ver.head == "token" else LINEAR_PROBE_EXAMPLES
+    sample = examples[::max(1, len(examples) // k)][:k]  # spread over problems
     device = next(ver.parameters()).device
-    zs = []
+    feats, targets, ids = [], [], []
     for i in range(0, len(sample), batch_size):
-        b = {k: v.to(device) for k, v in collate(sample[i:i + batch_size]).items()}
-        z = ver.reserved_logits(ver.hidden_states(b["input_ids"], b["attention_mask"],
-                                                  position_ids=b.get("position_ids")))
-        zs.append(z.reshape(-1)[b["value_idx"]])
-    rate = float(np.mean([t for ex in examples for t, m in zip(ex["target"], ex["value_mask"], strict=True) if m]))
-    ver.calibrate_head(torch.cat(zs), rate)
+        chunk = sample[i:i + batch_size]
+        b = {k: v.to(device) for k, v in collate(chunk).items()}
+        h = ver.hidden_states(b["input_ids"], b["attention_mask"], position_ids=b.get("position_ids"))
+        if ver.head == "token":
+            feats.append(ver.reserved_logits(h).reshape(-1)[b["value_idx"]])
+        else:
+            feats.append(h.reshape(-1, h.shape[-1])[b["value_idx"]].float().cpu())
+        targets.append(b["value_target"].float().cpu())
+        ids.append(torch.repeat_interleave(torch.arange(i, i + len(chunk)),
+                                           torch.tensor([sum(ex["value_mask"]) for ex in chunk])))
     ver.train(was)
+    if ver.head == "linear":
+        return ver.fit_linear_head(torch.cat(feats), torch.cat(targets), torch.cat(ids))
+    rate = float(np.mean([t for ex in examples for t, m in zip(ex["target"], ex["value_mask"], strict=True) if m]))
+    ver.calibrate_head(torch.cat(feats), rate)
+    return None
 
 
 def verifier_saver(tokenizer: Any, card: dict | None = None):
@@ -508,14 +527,15 @@ def main(cfg: RunConfig, *, on_step: Callable[[int], None] | None = None) -> dic
                            lm=lm_on_samples)[0] for r in val_rows]
     collate = collate_fn(pad_id, vcfg.pack_tokens)
     ver.to(accelerator.device)  # where prepare() would put it anyway; calibration runs there
-    calibrate(ver, train_ex[:n_value], collate, vcfg.batch_size)
+    probe_l2 = calibrate(ver, train_ex[:n_value], collate, vcfg.batch_size)
 
     metrics = MetricsLog(paths.metrics, STAGE, enabled=accelerator.is_main_process)
     positives = sum(r["label"] for r in train_rows)
     metrics.log(event="data", init=init_desc, train_examples=n_value, lm_examples=len(train_ex) - n_value,
                 train_positive_rate=positives / n_value, truncated=n_cut, val_examples=len(val_ex), head=vcfg.head,
                 level=vcfg.level, loss=vcfg.loss, lm_weight=vcfg.lm_weight, lm_data=vcfg.lm_data,
-                labels=vcfg.labels, samples_with_wrong_steps=n_wrong_steps)
+                labels=vcfg.labels, samples_with_wrong_steps=n_wrong_steps,
+                **({"probe_l2": probe_l2} if probe_l2 is not None else {}))
     eval_fn = make_eval_fn(accelerator, val_rows, batch_size=vcfg.batch_size, pad_id=pad_id,
                            max_len=max_len) if val_rows else None
     result = fit(
