@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-import gsmv.models.verifier as vm
 from gsmv.errors import GsmvError
 from gsmv.models.verifier import (
     CONFIG_NAME,
     HEAD_NAME,
+    PROBE_L2,
     Verifier,
     build_verifier,
     load_verifier,
@@ -157,7 +157,7 @@ def test_linear_probe_regularises_more_on_noise(tiny_llama_dir):
     d = ver.linear.in_features
     h = torch.randn(60, d, generator=g)
     y = (torch.rand(60, generator=g) < 0.3).float()  # labels unrelated to the features
-    assert ver.fit_linear_head(h, y, torch.arange(60)) == max(vm.PROBE_L2)
+    assert ver.fit_linear_head(h, y, torch.arange(60)) == max(PROBE_L2)
 
 
 @pytest.mark.parametrize("head", ["token", "linear"])

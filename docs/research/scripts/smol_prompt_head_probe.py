@@ -20,7 +20,6 @@ format ranks better, and whether the token head's projection carries any signal 
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import time
 from pathlib import Path
@@ -30,11 +29,11 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from gsmv.data.gsm8k import format_prompt
-from gsmv.metrics import auc, auc_within, best_of_n
 from gsmv.models.sources import resolve_model
 from gsmv.models.tokenizer import encode_prompt, encode_solution
 from gsmv.models.verifier import Verifier
 from gsmv.run_data import first_samples
+from gsmv.train.verifier import val_metrics
 
 COLUMNS = ["problem_id", "sample_idx", "text", "is_correct", "finished"]
 
@@ -44,7 +43,7 @@ def encode(tok, fmt: str, question: str, text: str, finished: bool) -> list[int]
         return encode_prompt(tok, format_prompt(question)) + encode_solution(tok, text, eos=finished)
     prompt = tok.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
                                      tokenize=True)
-    prompt = list(prompt["input_ids"] if isinstance(prompt, dict) or hasattr(prompt, "keys") else prompt)
+    prompt = list(prompt["input_ids"] if hasattr(prompt, "keys") else prompt)  # a BatchEncoding or plain ids
     return prompt + encode_solution(tok, text, eos=finished)
 
 
@@ -67,16 +66,10 @@ def last_hidden(lm, seqs: list[list[int]], pad: int, batch: int) -> torch.Tensor
 
 
 def ranking_metrics(scores: np.ndarray, rows: list[dict]) -> dict:
-    groups = collections.defaultdict(list)
-    for i, r in enumerate(rows):
-        groups[r["problem_id"]].append(i)
-    ix = list(groups.values())
-    n = min(len(g) for g in ix)
-    correct = np.array([bool(r["is_correct"]) for r in rows])
-    S = np.stack([scores[g[:n]] for g in ix])
-    C = np.stack([correct[g[:n]] for g in ix])
-    return {"auc_within": auc_within(list(S), list(C)), "auc_pooled": auc(scores, correct),
-            f"best_of_{n}": float(best_of_n(S, C, [n])[0].mean()), "pass_at_1": float(C.mean())}
+    """The train-verifier stage's val metrics (gsmv.train.verifier.val_metrics): pooled and within-problem AUC,
+    best-of-N at each problem's own sample count, the samples' own accuracy."""
+    m = val_metrics([r["problem_id"] for r in rows], scores, np.array([bool(r["is_correct"]) for r in rows]))
+    return {k: m[f"val_{k}"] for k in ("auc_within", "auc", "best_of_n", "base_accuracy")}
 
 
 def main() -> None:

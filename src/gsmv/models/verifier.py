@@ -198,9 +198,7 @@ class Verifier(nn.Module):
         if n >= 4:
             for l2 in PROBE_L2:
                 w, b = _logistic_fit(x[~held], y[~held], weight[~held] / weight[~held].sum(), l2)
-                z = x[held] @ w + b
-                loss = float((nn.functional.binary_cross_entropy_with_logits(z, y[held], reduction="none")
-                              * weight[held]).sum() / weight[held].sum())
+                loss = float(_weighted_bce(x[held] @ w + b, y[held], weight[held] / weight[held].sum()))
                 if loss < best_loss:
                     best, best_loss = l2, loss
         w, b = _logistic_fit(x, y, weight, best)
@@ -553,6 +551,11 @@ def load_verifier(path: str | Path, dtype: torch.dtype | None = torch.float32, d
     return ver, tok
 
 
+def _weighted_bce(z: torch.Tensor, y: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Σ weight · BCE(sigmoid(z), y): the probe's loss, weights summing to 1."""
+    return (nn.functional.binary_cross_entropy_with_logits(z, y, reduction="none") * weight).sum()
+
+
 def _logistic_fit(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, l2: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Weighted L2-regularised logistic regression (weights sum to 1): the minimiser's (w, b), by L-BFGS."""
     w = torch.zeros(x.shape[1], requires_grad=True)
@@ -561,8 +564,7 @@ def _logistic_fit(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, l2: fl
 
     def closure():
         opt.zero_grad()
-        loss = (nn.functional.binary_cross_entropy_with_logits(x @ w + b, y, reduction="none") * weight).sum() \
-            + 0.5 * l2 * w.pow(2).sum()
+        loss = _weighted_bce(x @ w + b, y, weight) + 0.5 * l2 * w.pow(2).sum()
         loss.backward()
         return loss
 

@@ -434,9 +434,10 @@ def calibrate(ver: Verifier, examples: list[dict], collate, batch_size: int) -> 
         h = ver.hidden_states(b["input_ids"], b["attention_mask"], position_ids=b.get("position_ids"))
         if ver.head == "token":
             feats.append(ver.reserved_logits(h).reshape(-1)[b["value_idx"]])
-        else:
-            feats.append(h.reshape(-1, h.shape[-1])[b["value_idx"]].float().cpu())
+            continue
+        feats.append(h.reshape(-1, h.shape[-1])[b["value_idx"]].float().cpu())
         targets.append(b["value_target"].float().cpu())
+        # value_idx lists each example's positions in turn, so its sample id repeats once per position
         ids.append(torch.repeat_interleave(torch.arange(i, i + len(chunk)),
                                            torch.tensor([sum(ex["value_mask"]) for ex in chunk])))
     ver.train(was)
