@@ -26,8 +26,9 @@ from gsmv.train import verifier as tv
 from gsmv.train.loop import build_optimizer
 
 
-def make_arm(mode: str, model: str, head: str):
-    ver, tok = build_verifier(model, head=head, dropout=0.0)
+def make_arm(mode: str, model: str, head: str, dropout: float = 0.0):
+    """(verifier, tokenizer) in training mode: full, topK (gsmv's verifier.train_layers=K) or lora (peft)."""
+    ver, tok = build_verifier(model, head=head, dropout=dropout)
     if mode.startswith("top"):
         tv.freeze_lower_layers(ver, int(mode[3:]))
     elif mode == "lora":

@@ -20,6 +20,7 @@ def test_auc_interval_resamples_only_problems_with_both_labels():
     assert (lo, hi) == (0.0, 1.0)  # resampling two problems of AUC 1 and 0 reaches both ends
     lo, hi = stm.auc_within_ci(pids[:4] + pids[8:], np.r_[scores[:4], scores[8:]], np.r_[labels[:4], labels[8:]])
     assert (lo, hi) == (1.0, 1.0)
+    assert np.isnan(stm.auc_within_ci(pids[8:], scores[8:], labels[8:])).all()  # no problem counts
 
 
 def test_report_tabulates_every_mode_and_draws_the_curves(tmp_path, capsys):

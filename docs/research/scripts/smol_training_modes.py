@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import sys
 import time
 from pathlib import Path
 
@@ -33,9 +34,12 @@ import torch
 
 from gsmv import metrics
 from gsmv.config import load_config
-from gsmv.models.verifier import build_verifier, input_limit, pad_id_of, score_sequences
+from gsmv.models.verifier import input_limit, pad_id_of, score_sequences
 from gsmv.train import verifier as tv
 from gsmv.train.loop import batch_plan, build_optimizer, build_scheduler
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "benchmarks"))
+from bench_pretrained_verifier import make_arm  # noqa: E402
 
 
 def auc_within_ci(problem_ids, scores, labels, rounds: int = 1000, seed: int = 0) -> list[float]:
@@ -45,6 +49,8 @@ def auc_within_ci(problem_ids, scores, labels, rounds: int = 1000, seed: int = 0
         groups.setdefault(pid, []).append(i)
     per = [metrics.auc(scores[ix], labels[ix]) for ix in groups.values()]
     per = np.array([a for a in per if a is not None])
+    if not per.size:  # no problem with both labels: no AUC to resample
+        return [float("nan"), float("nan")]
     rng = np.random.default_rng(seed)
     means = per[rng.integers(0, len(per), (rounds, len(per)))].mean(1)
     return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
@@ -85,22 +91,13 @@ def report(out: Path, png: Path) -> None:
 
 
 def make_verifier(cfg, mode: str, head_state: dict | None):
+    if not (mode in ("full", "lora") or (mode.startswith("top") and mode[3:].isdigit())):
+        raise SystemExit(f"--mode {mode}: valid modes are full, topK (K layers), lora")
     vcfg = cfg.verifier
-    ver, tok = build_verifier(vcfg.init, head=vcfg.head, dtype=torch.float32, device="cpu", dropout=vcfg.dropout)
+    ver, tok = make_arm(mode, vcfg.init, vcfg.head, dropout=vcfg.dropout)  # the speed benchmark's modes
     ver.reads = "text"
     if head_state is not None:
         ver.linear.load_state_dict(head_state)
-    if mode.startswith("top"):
-        tv.freeze_lower_layers(ver, int(mode[3:]))
-    elif mode == "lora":
-        from peft import LoraConfig, inject_adapter_in_model
-
-        # In place (no wrapper), so the verifier's forward still reaches the LM's trunk for hidden states.
-        inject_adapter_in_model(LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "v_proj"]), ver.lm)
-        for name, p in ver.lm.named_parameters():
-            p.requires_grad_("lora_" in name)
-    elif mode != "full":
-        raise SystemExit(f"--mode {mode}: valid modes are full, topK (K layers), lora")
     return ver, tok
 
 
