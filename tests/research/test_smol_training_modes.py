@@ -31,7 +31,8 @@ def test_report_tabulates_every_mode_and_draws_the_curves(tmp_path, capsys):
                "peak_rss_mb": 2600.0, "value_examples_per_s": 2.5, "val_problems": 100,
                "points": [t0, {**t0, "train_seconds": 600.0, "val_auc_within": end}]}
         (tmp_path / f"{mode}.json").write_text(json.dumps(run))
-    (tmp_path / "t0.json").write_text(json.dumps(t0))  # the shared start is not a mode
+    (tmp_path / "t0.json").write_text(json.dumps(t0))  # the shared start and the setup are not modes
+    (tmp_path / "setup.json").write_text(json.dumps({"config": "synth-smol", "overrides": [], "val_problems": 100}))
     stm.report(tmp_path, tmp_path / "curves.png")
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "---" not in line]
     assert [r.split("|")[1].strip() for r in rows[1:]] == ["full", "top4"]

@@ -63,7 +63,7 @@ def report(out: Path, png: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = [json.loads(f.read_text()) for f in sorted(out.glob("*.json")) if f.name != "t0.json"]
+    runs = [json.loads(f.read_text()) for f in sorted(out.glob("*.json")) if f.name not in ("t0.json", "setup.json")]
     print("| mode | lr | trainable | AdamW state | peak RSS | value examples/s | "
           "within-AUC [95% CI] by training minutes | pooled AUC at the end | val best-of-8 at the end |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -84,7 +84,8 @@ def report(out: Path, png: Path) -> None:
     ax.set_xlabel("training minutes (2 CPU threads; val passes not counted)")
     ax.set_ylabel("val within-problem AUC (95% CI)")
     ax.set_title(f"SmolLM2-135M verifier: {runs[0]['val_problems']} val problems x 8" if runs else "")
-    ax.legend(loc="lower right")
+    ax.set_ylim(0.4, 0.8)  # room above the intervals for the legend
+    ax.legend(loc="upper center", ncol=3)
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=120)
@@ -126,6 +127,13 @@ def main() -> None:
     vcfg = cfg.verifier
     torch.manual_seed(vcfg.seed)
 
+    # The shared start (probe head, t0.json) is reused across modes: only for the same data and val problems.
+    setup = {"config": a.config, "overrides": a.overrides, "val_problems": a.val_problems}
+    setup_path = out / "setup.json"
+    if setup_path.is_file() and json.loads(setup_path.read_text()) != setup:
+        raise SystemExit(f"{setup_path}: {a.out} holds modes run with {setup_path.read_text().strip()}; "
+                         "use another --out for these settings")
+    setup_path.write_text(json.dumps(setup) + "\n")
     head_path = out / "probe_head.pt"
     head_state = torch.load(head_path) if head_path.is_file() else None
     ver, tok = make_verifier(cfg, a.mode, head_state)
@@ -196,7 +204,8 @@ def main() -> None:
             result["points"].append(point)
             print(json.dumps(point), flush=True)
             ver.train()
-            next_eval += a.eval_minutes * 60
+            while next_eval <= train_s:  # one pass per interval crossed, not one per step after it
+                next_eval += a.eval_minutes * 60
             if train_s >= a.minutes * 60:
                 break
     result["value_examples_per_s"] = round(seen / train_s, 3)
