@@ -43,17 +43,14 @@ from bench_pretrained_verifier import make_arm  # noqa: E402
 
 
 def auc_within_ci(problem_ids, scores, labels, rounds: int = 1000, seed: int = 0) -> list[float]:
-    """95% bootstrap interval of the mean within-problem AUC, resampling the problems that have both labels."""
+    """95% bootstrap interval of the mean within-problem AUC (gsmv.metrics.bootstrap_ci, the evaluation's
+    estimator), resampling the problems that have both labels; NaN when none has."""
     groups: dict[str, list[int]] = {}
     for i, pid in enumerate(problem_ids):
         groups.setdefault(pid, []).append(i)
-    per = [metrics.auc(scores[ix], labels[ix]) for ix in groups.values()]
-    per = np.array([a for a in per if a is not None])
-    if not per.size:  # no problem with both labels: no AUC to resample
-        return [float("nan"), float("nan")]
-    rng = np.random.default_rng(seed)
-    means = per[rng.integers(0, len(per), (rounds, len(per)))].mean(1)
-    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
+    per = [a for ix in groups.values() if (a := metrics.auc(scores[ix], labels[ix])) is not None]
+    lo, hi = metrics.bootstrap_ci(np.array(per, dtype=np.float64)[None, :], rounds, seed)
+    return [float(lo[0]), float(hi[0])]
 
 
 def report(out: Path, png: Path) -> None:
@@ -139,8 +136,8 @@ def main() -> None:
     ver, tok = make_verifier(cfg, a.mode, head_state)
     max_len = input_limit(ver.lm, vcfg.max_len)
     train_rows, val_rows, refs = tv.read_training_data(cfg, tok, "text")
-    keep = sorted({r["problem_id"] for r in val_rows})[: a.val_problems]
-    val_rows = [r for r in val_rows if r["problem_id"] in set(keep)]
+    keep = set(sorted({r["problem_id"] for r in val_rows})[: a.val_problems])
+    val_rows = [r for r in val_rows if r["problem_id"] in keep]
     examples, n_value, _, _ = tv.build_examples(train_rows, refs, vcfg, tok, max_len)
     collate = tv.collate_fn(pad_id_of(tok), vcfg.pack_tokens)
     if head_state is None:  # the stage's probe start, on the frozen model (the same for every mode)
