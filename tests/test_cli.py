@@ -75,3 +75,20 @@ def test_reference_file_through_the_cli(tmp_path):
     assert proc.returncode == 0, proc.stderr
     for number in ("21.7", "39.0", "34.7", "56.3"):
         assert number in proc.stdout
+
+
+@pytest.mark.parametrize("command", [["presets"], ["config", "--config", "smoke"]])
+def test_a_closed_stdout_pipe_exits_quietly_as_unix_tools_do(command):
+    """`gsmv presets | head -1`: the reader is gone before gsmv writes (its end of the pipe is closed here before
+    gsmv has even started up). Exit status 141, as a death by SIGPIPE gives, and nothing on stderr (issue 47:
+    'gsmv: error: Broken pipe' and 2). `config` prints less than stdout's buffer: it fails at the final flush."""
+    import os
+
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "gsmv", *command], cwd=ROOT, stdout=write,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write)
+    assert (proc.returncode, proc.stderr) == (141, "")

@@ -326,3 +326,61 @@ def test_results_carry_lm_eval_numbers_and_the_fields_maj_name(smoke_synth_run):
     got = [lm_eval_matches(r["text"], refs[r["problem_id"]]) for r in rows]
     assert m["test@1_lm_eval_strict"]["value"] == pytest.approx(np.mean([g[0] for g in got]))
     assert m["test@1_lm_eval_flexible"]["value"] == pytest.approx(np.mean([g[1] for g in got]))
+
+
+# --------------------------------------------------------------------------- step-level evaluation (gsmv.steps)
+
+
+def test_a_synth_run_reports_localization_step_auc_and_every_aggregation(smoke_synth_run):
+    res = json.loads(RunPaths(smoke_synth_run).results.read_text())
+    st, n = res["steps"], res["n_samples"]
+    assert res["aggregate"] == "last"
+    assert set(st["aggregates"]) == {"last", "min", "product", "mean"}
+    # the default aggregation is the score best-of-N always ranked by, with the same paired draws
+    assert st["aggregates"]["last"]["best_of_n"] == res["metrics"]["best_of_n"]
+    within = res["metrics"]["verifier_auc_within"]  # null when no problem has both labels (a tiny model)
+    assert st["aggregates"]["last"]["auc_within"] == (within["value"] if within else None)
+    loc = st["localization"]
+    assert loc["threshold_from"] == "val" and RunPaths(smoke_synth_run).scores("val").is_dir()
+    for subset in ("all", "balanced"):
+        assert set(loc[subset]) == {"verifier", "difficulty", "first_step", "no_error"}
+        # "no error" gets every correct sample and no erroneous one
+        assert loc[subset]["no_error"]["acc_correct"]["value"] in (1.0, None)
+        assert loc[subset]["no_error"]["acc_erroneous"]["value"] in (0.0, None)
+    bal = loc["balanced"]["verifier"]
+    assert bal["erroneous"] == bal["correct"]  # as many of each
+    assert loc["all"]["verifier"]["erroneous"] + loc["all"]["verifier"]["correct"] + loc["unlabelled"] == res[
+        "n_problems"] * n
+    assert set(st["step_auc"]) == {"pooled", "within", "first_step_within"}
+    wv = res["curves"]["weighted_vote"]
+    assert wv["x"][-1] == n and res["metrics"]["weighted_vote"]["value"] == wv["value"][-1]
+    assert res["diagnostics"]["weighted_vote_mc_se"] is not None
+
+
+def test_score_aggregate_ranks_best_of_n_by_the_step_aggregate(smoke_synth_run, tmp_path):
+    import shutil
+
+    from gsmv.config import load_config
+
+    run = tmp_path / "smoke-synth"
+    shutil.copytree(smoke_synth_run, run)
+    cfg = load_config(RunPaths(run).config, [f"out_dir={tmp_path}", "score.aggregate=min"])
+    res = E.main(cfg)
+    assert res["aggregate"] == "min"
+    assert res["metrics"]["best_of_n"] == res["steps"]["aggregates"]["min"]["best_of_n"]
+
+
+def test_an_aggregate_without_per_token_values_is_one_line_naming_the_key(cfg):
+    P, n = 12, 4
+    correct, scores = _design(P, n)
+    write_fake_run(cfg, correct=correct, scores=scores)
+    for shard in list_shards(RunPaths(cfg.run_dir).scores("test")):  # as score.keep_token_values=false writes
+        t = pq.read_table(shard)
+        empty = pa.array([[]] * t.num_rows, pa.list_(pa.float32()))
+        pq.write_table(t.set_column(t.schema.get_field_index("token_values"), "token_values", empty), shard)
+    res = E.main(cfg)  # the default aggregation needs none: results as before, the section says why not
+    assert "keep_token_values" in res["steps"]["note"] and "aggregates" not in res["steps"]
+    cfg.score.aggregate = "product"
+    with pytest.raises(GsmvError, match=r"score.aggregate.*keep_token_values=true") as e:
+        E.main(cfg)
+    assert "\n" not in str(e.value)

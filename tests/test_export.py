@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from gsmv import cli
+from gsmv.data.gsm8k import format_prompt
 from gsmv.errors import GsmvError
-from gsmv.export import export, load_exported
+from gsmv.export import export, exported_values, load_exported, p_correct
 from gsmv.integrations import trl_reward
 from gsmv.models.verifier import build_verifier, load_verifier, prompt_ids, score_sequences
 
@@ -82,7 +83,7 @@ def test_exported_model_gives_gsmvs_values(verifier_dir, to, tmp_path):
         order = sorted(range(len(seqs)), key=lambda i: want[i][0])
         assert sorted(range(len(seqs)), key=lambda i: logits[i, 0].item()) == order
     else:
-        values = torch.sigmoid(logits[..., 0])
+        values = p_correct(model, logits)
         for i, (v, per_token) in enumerate(want):
             assert values[i, len(seqs[i]) - 1].item() == pytest.approx(v, abs=1e-5)
             torch.testing.assert_close(values[i, starts[i]:len(seqs[i])], torch.tensor(per_token), atol=1e-5, rtol=0)
@@ -147,7 +148,7 @@ def test_random_ids_round_trip_through_export(verifier_dir, tmp_path):
     model, _ = load_exported(export(verifier_dir, "token-cls", tmp_path / "tc"))
     for s, (v, _) in zip(seqs, want, strict=True):
         with torch.no_grad():
-            got = torch.sigmoid(model(input_ids=torch.tensor([s])).logits[0, -1, 0]).item()
+            got = p_correct(model, model(input_ids=torch.tensor([s])).logits)[0, -1].item()
         assert got == pytest.approx(v, abs=1e-5)
 
 
@@ -181,5 +182,131 @@ def test_export_of_a_run_reproduces_its_score_stage(smoke_synth_run, tmp_path, t
         ids = ids[-limit:]  # the score stage reads at most verifier.max_len tokens, cut from the left
         with torch.no_grad():
             logits = model(input_ids=torch.tensor([ids])).logits.float()
-        logit = logits[0, 0] + bias if to == "seq-cls" else logits[0, -1, 0]
-        assert torch.sigmoid(logit).item() == pytest.approx(r["score"], abs=1e-5)
+        got = torch.sigmoid(logits[0, 0] + bias) if to == "seq-cls" else p_correct(model, logits)[0, -1]
+        assert got.item() == pytest.approx(r["score"], abs=1e-5)
+
+
+SHORT_LIMIT = 40  # verifier.max_len of the copied run below: most smoke-synth test inputs are longer
+
+
+@pytest.fixture(scope="module")
+def short_limit_run(smoke_synth_run, tmp_path_factory):
+    """A copy of the smoke-synth run whose verifier.max_len is SHORT_LIMIT, with the score stage run again at that
+    limit: its stored scores are `gsmv score`'s numbers on inputs longer than max_len."""
+    from gsmv import score
+    from gsmv.artifacts import RunPaths
+    from gsmv.config import load_config, to_yaml
+
+    root = tmp_path_factory.mktemp("short")
+    run = root / smoke_synth_run.name
+    shutil.copytree(smoke_synth_run, run)
+    cfg = load_config(run / "config.yaml", [f"out_dir={root}", f"verifier.max_len={SHORT_LIMIT}"])
+    (run / "config.yaml").write_text(to_yaml(cfg))
+    shutil.rmtree(RunPaths(run).scores("test"))
+    score.main(cfg, "test")
+    return run
+
+
+def run_rows(run, n: int = 48) -> list[dict]:
+    """The first n scored test samples of a run: prompt ids, sample, stored score, full input ids."""
+    import pyarrow.parquet as pq
+
+    from gsmv.artifacts import RunPaths, list_shards
+    from gsmv.config import load_config
+    from gsmv.data.tasks import load_split
+    from gsmv.models.verifier import solution_ids
+
+    paths = RunPaths(run)
+    _, tok = load_verifier(paths.verifier_final)
+    problems = {p.id: p for p in load_split(load_config(paths.config), "test")}
+    samples = {(r["problem_id"], r["sample_idx"]): r for s in list_shards(paths.samples("test"))
+               for r in pq.read_table(s, columns=["problem_id", "sample_idx", "tokens", "text", "finished"]).to_pylist()}
+    rows = []
+    for r in pq.read_table(list_shards(paths.scores("test"))[0]).to_pylist()[:n]:
+        s = samples[(r["problem_id"], r["sample_idx"])]
+        question = problems[r["problem_id"]].question
+        ids = prompt_ids(tok, question) + solution_ids(s["tokens"], s["finished"], tok.eos_token_id)
+        rows.append({**s, "question": question, "score": r["score"], "ids": ids})
+    return rows
+
+
+@pytest.mark.parametrize("to", ["seq-cls", "token-cls"])
+def test_export_reads_like_score_past_max_len(short_limit_run, tmp_path, to):
+    """Inputs longer than verifier.max_len: the export records the limit and exported_values cuts as `gsmv score`
+    does, so it gives the stored scores; the whole input (what the export read before) does not."""
+    out = tmp_path / to
+    assert cli.main(["export", "--run", str(short_limit_run), "--to", to, "--out", str(out)]) == 0
+    model, tok = load_exported(out)
+    assert model.config.gsmv["max_len"] == SHORT_LIMIT and tok.model_max_length == SHORT_LIMIT
+    assert f"input limit (tokens, kept from the end): {SHORT_LIMIT}" in (out / "README.md").read_text()
+    rows = run_rows(short_limit_run)
+    long = [r for r in rows if len(r["ids"]) > SHORT_LIMIT]
+    assert len(long) >= 10
+    got = exported_values(model, [r["ids"] for r in rows], batch_size=7)
+    assert got == pytest.approx([r["score"] for r in rows], abs=1e-5)
+    with torch.no_grad():
+        whole = p_correct(model, model(input_ids=torch.tensor([long[0]["ids"]])).logits)
+    assert whole.reshape(-1)[-1].item() != pytest.approx(long[0]["score"], abs=1e-5)
+    # The tokenizer cuts as gsmv does when asked to (gsmv's tokenizers add no special tokens).
+    text = format_prompt(long[0]["question"]) + long[0]["text"] + (tok.eos_token if long[0]["finished"] else "")
+    if tok(text)["input_ids"] == long[0]["ids"]:
+        assert tok(text, truncation=True)["input_ids"] == long[0]["ids"][-SHORT_LIMIT:]
+
+
+def test_trl_reward_reads_like_score_past_max_len(short_limit_run, tmp_path):
+    """trl_reward on the run folder and on its export, given the sampler's ids (as TRL passes completion_ids, EOS
+    included when sampled): the stored scores, long inputs included."""
+    rows = run_rows(short_limit_run)
+    prompts = [format_prompt(r["question"]) for r in rows]
+    texts = [r["text"] for r in rows]
+    _, tok = load_verifier(short_limit_run / "verifier" / "final")
+    ids = [r["tokens"] + ([tok.eos_token_id] if r["finished"] else []) for r in rows]
+    want = [r["score"] for r in rows]
+    assert sum(len(r["ids"]) > SHORT_LIMIT for r in rows) >= 10
+    assert trl_reward(short_limit_run)(prompts, texts, completion_ids=ids) == pytest.approx(want, abs=1e-5)
+    out = tmp_path / "tc"
+    assert cli.main(["export", "--run", str(short_limit_run), "--to", "token-cls", "--out", str(out)]) == 0
+    assert trl_reward(out)(prompts, texts, completion_ids=ids) == pytest.approx(want, abs=1e-5)
+
+
+def test_an_export_without_a_recorded_limit_is_refused(verifier_dir, tmp_path):
+    out = export(verifier_dir, "token-cls", tmp_path / "tc")
+    cfg = json.loads((out / "config.json").read_text())
+    del cfg["gsmv"]["max_len"]
+    (out / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(GsmvError, match="records no input limit"):
+        trl_reward(out)
+
+
+def test_pipelines_on_a_run_export_give_stored_scores(short_limit_run, tmp_path):
+    """transformers' pipelines on the run's exports give the score stage's stored P(correct), inputs longer than
+    verifier.max_len included: verifier_pipeline on seq-cls; the plain token-classification pipeline on token-cls
+    (it truncates to the tokenizer's model_max_length, from the left, as gsmv score cuts), its last token."""
+    from transformers import pipeline
+
+    from gsmv.integrations import verifier_pipeline
+
+    outs = {to: tmp_path / to for to in ("seq-cls", "token-cls")}
+    for to, out in outs.items():
+        assert cli.main(["export", "--run", str(short_limit_run), "--to", to, "--out", str(out)]) == 0
+    _, tok = load_exported(outs["token-cls"])
+    rows = []
+    for r in run_rows(short_limit_run):
+        text = format_prompt(r["question"]) + r["text"] + (tok.eos_token if r["finished"] else "")
+        if tok(text)["input_ids"] == r["ids"]:  # the text encodes to the sampled ids (no calculator re-split)
+            rows.append((text, r["score"], len(r["ids"]) > SHORT_LIMIT))
+    assert sum(long for *_, long in rows) >= 5  # shorter inputs: test_exported_model_gives_gsmvs_values
+    want = [s for _, s, _ in rows]
+    seq = [r["score"] for r in verifier_pipeline(outs["seq-cls"])([t for t, *_ in rows])]
+    pipe = pipeline("token-classification", model=str(outs["token-cls"]), ignore_labels=[])
+    last = [_p_correct_of(pipe(t)[-1]) for t, *_ in rows]
+    diff = {name: max(abs(a - b) for a, b in zip(got, want, strict=True)) for name, got in (("seq-cls", seq),
+                                                                                           ("token-cls", last))}
+    print(f"\n{len(rows)} rows ({sum(long for *_, long in rows)} past max_len): max |pipeline - stored| {diff}")
+    assert seq == pytest.approx(want, abs=1e-5)
+    assert last == pytest.approx(want, abs=1e-5)
+
+
+def _p_correct_of(entity: dict) -> float:
+    """P(correct) from one token of the token-classification pipeline: its label's score, or 1 - that."""
+    return entity["score"] if entity["entity"] == "correct" else 1 - entity["score"]

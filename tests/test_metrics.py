@@ -299,3 +299,50 @@ def test_bootstrap_ci_contains_estimate_and_shrinks_with_more_problems():
     a = M.bootstrap_ci(v, 300, seed=3)
     b = M.bootstrap_ci(v, 300, seed=3)
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+# --------------------------------------------------------------------------- selective answering, calibration
+
+
+def _selective_brute(conf, value, cov):
+    """Mean over every order of the problems that sorts confidence descending (every tie-break) of the mean
+    value of the first ⌈cov·P⌉."""
+    import itertools
+
+    P = len(conf)
+    k = max(1, int(np.ceil(cov * P - 1e-9)))
+    got = [np.mean([value[i] for i in perm[:k]]) for perm in itertools.permutations(range(P))
+           if all(conf[perm[i]] >= conf[perm[i + 1]] for i in range(P - 1))]
+    return float(np.mean(got))
+
+
+def test_selective_accuracy_averages_tie_breaks_exactly():
+    from gsmv.metrics import selective_accuracy
+
+    conf = np.array([0.9, 0.5, 0.5, 0.5, 0.2, 0.9])
+    value = np.array([1.0, 0.0, 1.0, 0.5, 0.0, 0.0])
+    covs = [0.1, 0.2, 0.34, 0.5, 0.67, 0.8, 1.0]
+    want = [_selective_brute(conf, value, c) for c in covs]
+    assert selective_accuracy(conf, value, covs) == pytest.approx(want)
+
+
+def test_selective_curve_interval_holds_the_point_and_answers_all_at_full_coverage():
+    from gsmv.metrics import selective_curve
+
+    rng = np.random.default_rng(0)
+    conf, value = rng.random(50), (rng.random(50) < 0.5).astype(float)
+    v, lo, hi = selective_curve(conf, value, [0.2, 1.0], 300, 0)
+    assert v[1] == pytest.approx(value.mean())
+    assert (lo <= v + 1e-12).all() and (v <= hi + 1e-12).all()
+
+
+def test_reliability_bins_match_the_calibration_error():
+    from gsmv.metrics import expected_calibration_error, reliability_bins
+
+    probs = np.array([0.05, 0.15, 0.12, 0.95, 0.91, 1.0])
+    labels = np.array([0, 1, 0, 1, 1, 0])
+    bins = reliability_bins(probs, labels)
+    assert [b["count"] for b in bins] == [1, 2, 3]
+    assert bins[1]["confidence"] == pytest.approx(0.135) and bins[1]["accuracy"] == pytest.approx(0.5)
+    ece = sum(b["count"] / 6 * abs(b["accuracy"] - b["confidence"]) for b in bins)
+    assert expected_calibration_error(probs, labels) == pytest.approx(ece, abs=1e-6)

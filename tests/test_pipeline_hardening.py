@@ -184,7 +184,7 @@ def test_refused_config_change_writes_nothing_and_its_fix_works(runs, capsys):
     assert flags == ["--redo", "train-verifier"]
     rc, out, err = gsmv(capsys, "run", *flags, *args(runs, "verifier.lr=2e-3"))
     assert rc == 0, err
-    assert ran(out) == {"train-verifier", "score", "evaluate", "report"}
+    assert ran(out) == {"train-verifier", "score", "score-val", "evaluate", "report"}
     assert "lr: 0.002" in (run_dir / "config.yaml").read_text()
 
 
@@ -317,6 +317,9 @@ def test_os_errors_anywhere_are_one_line_errors_naming_the_path(tmp_path, capsys
     ("finetune.max_len=0", "finetune.max_len"),
     ("sample.n_test=0", "sample.n_test"),
     ("sample.n_train=0", "sample.n_train"),
+    ("verifier.init=smollm2-135", "verifier.init"),  # issue 47: these failed after the generator had trained
+    ("verifier.train_layers=1000", "verifier.train_layers"),
+    ("model.name=tny", "model.name"),
 ])
 def test_bad_config_stops_before_anything_is_written(tmp_path, capsys, override, key):
     rc, _, err = gsmv(capsys, "run", *args(tmp_path / "runs", override))
@@ -332,6 +335,36 @@ def test_stage_checks_apply_only_to_the_selected_stages():
         check_for_stages(cfg, ["sample-test"])
     with pytest.raises(GsmvError, match="'verifier.lr' is -1.0: it must be >= 0"):
         check_for_stages(cfg, ["train-verifier"])
+
+
+def test_model_names_and_train_layers_are_checked_without_loading_a_model(tmp_path, monkeypatch):
+    import json
+
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))  # an empty hub cache
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+
+    from gsmv.models.loading import check_model_names
+
+    def check(*overrides: str) -> None:
+        check_model_names(load_config("smoke-synth", list(overrides)), ["finetune", "train-verifier"])
+
+    with pytest.raises(GsmvError, match="did you mean 'smollm2-135m'"):
+        check("verifier.init=smollm2-135")
+    with pytest.raises(GsmvError, match=r"'verifier.train_layers' is 31: the verifier \(smollm2-135m\) has 30 layers"):
+        check("verifier.init=smollm2-135m", "verifier.train_layers=31")  # the packaged model's listed count
+    check("verifier.init=smollm2-135m", "verifier.train_layers=30")
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama", "num_hidden_layers": 3}))
+    with pytest.raises(GsmvError, match=r"is 4: the verifier \(.*model\) has 3 layers"):
+        check(f"verifier.init={folder}", "verifier.train_layers=4")
+    check(f"verifier.init={tmp_path / 'made-later'}", "verifier.train_layers=4")  # a folder: the stage's to check
+    check("verifier.init=no-such-org/no-such-model")  # the hub decides when it is on (no network call here)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(GsmvError, match="HF_HUB_OFFLINE is set with no copy in the hub cache"):
+        check("verifier.init=no-such-org/no-such-model")
 
 
 @pytest.mark.parametrize("split", ["train", "test"])

@@ -21,7 +21,7 @@ def test_every_shipped_preset_has_an_entry_and_every_entry_ships():
 def test_entries_say_what_for_how_long_and_what_they_need():
     for name, info in PRESETS.items():
         assert info.purpose and info.needs, name
-        assert info.time == "not measured" or info.time.endswith(("min", "h")), (name, info.time)
+        assert info.time == "not measured" or info.time.endswith((" s", "min", "h")), (name, info.time)
 
 
 def test_gsmv_presets_prints_one_line_per_shipped_preset():

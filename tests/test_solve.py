@@ -143,3 +143,32 @@ def test_text_output_escapes_control_characters_and_drops_special_tokens():
     text = a.as_text()
     assert "\x1b" not in text and "\x07" not in text and "<|" not in text and "\\x1b" in text
     assert json.loads(a.as_json())["solution"] == "x<|endoftext|>\x07"  # --json keeps everything
+
+
+@pytest.mark.parametrize("route", ["argument", "file", "stdin-bytes", "stdin-text"])
+def test_invalid_utf8_in_a_question_is_one_line_naming_it_before_any_model_loads(tmp_path, monkeypatch, capsys,
+                                                                                 route):
+    """Issue 47: a traceback from the tokenizer after the models had loaded. The run folder here holds no
+    models at all: the question's error must come first."""
+    from gsmv import cli
+
+    args = ["solve", "--run", str(tmp_path / "no-run")]
+    if route == "argument":  # what Python's argv gives for an invalid byte (surrogateescape)
+        args += ["How many pens?", "Tom has 4 \udcff pens."]
+        where = "question 2 (argument)"
+    elif route == "file":  # a JSON escape of a lone surrogate (a raw invalid byte was already refused)
+        f = tmp_path / "q.jsonl"
+        f.write_text('{"question": "How many pens?"}\n\n{"question": "Tom has 4 \\udcff pens."}\n')
+        args += ["--file", str(f)]
+        where = f"{f}:3 ('question')"
+    else:
+        data = b"How many pens?\nTom has 4 \xff pens.\n"
+        stdin = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="surrogateescape")
+        if route == "stdin-text":  # a stream with no bytes under it, under surrogateescape as in a C locale
+            stdin = io.StringIO(data.decode("utf-8", errors="surrogateescape"))
+        stdin.isatty = lambda: False
+        monkeypatch.setattr("sys.stdin", stdin)
+        where = "stdin line 2"
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"gsmv: error: {where}: not valid") and "UTF-8" in err[0], err

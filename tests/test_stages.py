@@ -19,7 +19,7 @@ def changed(a, b):
 def test_verifier_change_redoes_only_downstream_of_the_verifier():
     base = load_config("smoke")
     assert changed(base, load_config("smoke", ["verifier.level=solution"])) == {
-        "train-verifier", "score", "search", "evaluate", "report"}
+        "train-verifier", "score", "score-val", "search", "evaluate", "report"}
 
 
 def test_search_change_redoes_only_search_and_what_reads_it():
@@ -38,7 +38,7 @@ def test_n_test_change_keeps_generator_train_samples_and_verifier():
 def test_n_train_change_keeps_generator_and_test_samples():
     base = load_config("smoke")
     assert changed(base, load_config("smoke", ["sample.n_train=2"])) == {
-        "sample-train", "label", "train-verifier", "score", "search", "evaluate", "report"}
+        "sample-train", "label", "train-verifier", "score", "score-val", "search", "evaluate", "report"}
 
 
 def test_finetune_change_redoes_everything():
@@ -53,7 +53,7 @@ def test_a_later_key_at_its_default_keeps_the_hashes_of_runs_made_before_it():
     assert "rank_weight" in to_dict(base.verifier) and "rank_weight" not in hash_dict(base.verifier)
     assert "rank_weight" in hash_dict(load_config("smoke", ["verifier.rank_weight=0.5"]).verifier)
     assert changed(base, load_config("smoke", ["verifier.rank_weight=0.5"])) == {
-        "train-verifier", "score", "search", "evaluate", "report"}
+        "train-verifier", "score", "score-val", "search", "evaluate", "report"}
 
 
 @pytest.mark.parametrize("override", ["verifier.pack_tokens=0", "sample.batch_size=7", "search.batch_size=3",
@@ -66,8 +66,14 @@ def test_cadence_fields_are_in_the_stage_hash_but_not_the_training_hash():
     from gsmv.train.loop import train_hash
 
     base, other = load_config("smoke"), load_config("smoke", ["verifier.save_every=7"])
-    assert changed(base, other) == {"train-verifier", "score", "search", "evaluate", "report"}
+    assert changed(base, other) == {"train-verifier", "score", "score-val", "search", "evaluate", "report"}
     assert train_hash(base, base.verifier) == train_hash(other, other.verifier)
+
+
+def test_score_aggregate_redoes_evaluate_and_report_only():
+    """How evaluate ranks the stored values: the scores themselves stay."""
+    base = load_config("smoke")
+    assert changed(base, load_config("smoke", ["score.aggregate=min"])) == {"evaluate", "report"}
 
 
 def test_report_only_change():
@@ -113,7 +119,7 @@ def test_data_content_is_part_of_the_hashes(tmp_path, tiny_data_dir):
 
 def test_stage_selection():
     cfg = load_config("smoke")
-    assert pipeline._select(cfg, "score", "evaluate", None) == ["score", "evaluate"]
+    assert pipeline._select(cfg, "score", "evaluate", None) == ["score", "score-val", "evaluate"]
     assert pipeline._select(cfg, None, "finetune", None) == ["finetune"]
     with pytest.raises(GsmvError, match="unknown stage 'nope'"):
         pipeline._select(cfg, "nope", None, None)

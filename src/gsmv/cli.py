@@ -9,6 +9,7 @@ ones (label, evaluate, report) run again even when done.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from gsmv.artifacts import os_error_message
@@ -23,6 +24,7 @@ COMMANDS: dict[str, tuple[list[str], str]] = {
     "label": (["label"], "grade samples by final answer; report coverage"),
     "train-verifier": (["train-verifier"], "train the verifier on labelled train samples"),
     "score": (["score"], "verifier values for every test sample"),
+    "score-val": (["score-val"], "verifier values for every val sample (thresholds of the step-level evaluation)"),
     "search": (["search"], "value-guided step-level search on test problems (sets search.enabled=true)"),
     "evaluate": (["evaluate"], "test@1, pass@k, best-of-N and voting with 95%% CIs → results.json"),
     "report": (["report"], "plots, report.md and the report.html viewer"),
@@ -136,62 +138,83 @@ def _export(args) -> None:
     print(f"{out}: {args.to} export of {paths.verifier_final}")
 
 
+def _reader_gone() -> int:
+    """The reader of stdout went away (`gsmv presets | head -1`): exit quietly, as Unix tools do, with the status
+    a death by SIGPIPE gives (128 + 13; Python ignores the signal and gets EPIPE instead). What is still in
+    stdout's buffer goes to /dev/null: Python's flush at exit would fail again and print "Exception ignored"."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real stdout to redirect (a test's capture): nothing to do
+        pass
+    return 141
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    """Run the command; its exit status (errors are main's to report)."""
+    if args.command == "solve":
+        from gsmv import solve
+
+        return solve.main(args)
+    if args.command == "export":
+        _export(args)
+        return 0
+    if args.command == "presets":
+        from gsmv.presets import describe_presets
+
+        print(describe_presets(DEFAULT_PRESET))
+        return 0
+    if args.command == "evaluate" and args.reference:
+        from gsmv.evaluate import evaluate_reference
+        from gsmv.formatting import format_table
+
+        print(format_table(evaluate_reference(args.reference)))
+        return 0
+    from gsmv import pipeline
+    from gsmv.config import load_config
+    from gsmv.runtime import setup_threads
+
+    overrides = list(args.overrides) + (["search.enabled=true"] if args.command == "search" else [])
+    cfg = load_config(args.config, overrides)
+    setup_threads(cfg)
+    if args.command == "config":
+        from gsmv.config_doc import describe
+
+        print(describe(cfg))
+    elif args.command == "make-data":
+        _make_data(cfg, args.out)
+    elif args.command == "run":
+        pipeline.run(cfg, start=args.start, until=args.until, redo=args.redo)
+        _print_results(cfg, where=True)
+    elif args.command == "sample":
+        pipeline.run(cfg, only=[SAMPLE_STAGE[args.split]])
+    else:
+        pipeline.run(cfg, only=COMMANDS[args.command][0])
+        if args.command == "evaluate":
+            _print_results(cfg)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         args = parser.parse_args(["run", *(argv or [])])
     try:
-        if args.command == "solve":
-            from gsmv import solve
-
-            return solve.main(args)
-        if args.command == "export":
-            _export(args)
-            return 0
-        if args.command == "presets":
-            from gsmv.presets import describe_presets
-
-            print(describe_presets(DEFAULT_PRESET))
-            return 0
-        if args.command == "evaluate" and args.reference:
-            from gsmv.evaluate import evaluate_reference
-            from gsmv.formatting import format_table
-
-            print(format_table(evaluate_reference(args.reference)))
-            return 0
-        from gsmv import pipeline
-        from gsmv.config import load_config
-        from gsmv.runtime import setup_threads
-
-        overrides = list(args.overrides) + (["search.enabled=true"] if args.command == "search" else [])
-        cfg = load_config(args.config, overrides)
-        setup_threads(cfg)
-        if args.command == "config":
-            from gsmv.config_doc import describe
-
-            print(describe(cfg))
-        elif args.command == "make-data":
-            _make_data(cfg, args.out)
-        elif args.command == "run":
-            pipeline.run(cfg, start=args.start, until=args.until, redo=args.redo)
-            _print_results(cfg, where=True)
-        elif args.command == "sample":
-            pipeline.run(cfg, only=[SAMPLE_STAGE[args.split]])
-        else:
-            pipeline.run(cfg, only=COMMANDS[args.command][0])
-            if args.command == "evaluate":
-                _print_results(cfg)
+        code = _dispatch(args)
+        sys.stdout.flush()  # a closed pipe fails here, in the handlers below, not in the flush at exit
+        return code
     except GsmvError as e:
         print(f"gsmv: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # before OSError: a reader gone is no error to report
+        return _reader_gone()
     except OSError as e:  # a file-system error (a read-only folder, a full disk ...): one line naming the path
         print(f"gsmv: error: {os_error_message(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("gsmv: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
-    return 0
 
 
 if __name__ == "__main__":

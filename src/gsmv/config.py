@@ -34,6 +34,12 @@ def cadence(default: Any) -> Any:
     return field(default=default, metadata={"hash": "stage"})
 
 
+def read_side(default: Any) -> Any:
+    """How readers use a stage's stored outputs (not how the stage makes them): in no hash of the section's own
+    stage, so changing it never redoes that stage; the stages that read it name it in their keys."""
+    return field(default=default, metadata={"hash": "never"})
+
+
 def added_later(default: Any) -> Any:
     """A field added after runs were made, whose default means "as before": left out of the hashes while it
     keeps that default, so those runs keep their stage hashes."""
@@ -192,6 +198,11 @@ class VerifierConfig(TrainConfig):
 class ScoreConfig:
     batch_size: int = 64
     keep_token_values: bool = True
+    # How a sample's score is read from the verifier's values (gsmv.steps): last (the value at the final token,
+    # the paper's) | min | product | mean, over the values at the ends of its `<<expr=result>>` steps and at the
+    # final token. Evaluate's best-of-N and top-k voting, `gsmv solve` and `gsmv search` rank by it; anything but
+    # last needs the per-token values (keep_token_values) of a verifier that reads the generator's tokens.
+    aggregate: str = read_side("last")
 
 
 @dataclass
@@ -270,6 +281,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "verifier.lm_data": ("reference", "samples", "fresh"),
     "verifier.labels": ("outcome", "process"),
     "search.pick": ("value", "vote"),
+    "score.aggregate": ("last", "min", "product", "mean"),
     "device": ("auto", "cpu", "cuda"),
 }
 

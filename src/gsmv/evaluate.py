@@ -98,13 +98,19 @@ from gsmv.metrics import (  # noqa: F401 - re-exported: evaluate's estimators, a
     auc_within,
     best_of_n,
     bootstrap_ci,
+    brier,
     encode_answers,
+    expected_calibration_error,
     majority_vote,
     majority_vote_at,
     pass_at_k,
+    reliability_bins,
+    selective_curve,
     top_k_voting,
+    vote_counts,
 )
 from gsmv.run_data import EvalData, load_run
+from gsmv.steps import weighted_vote_at
 
 SCHEMA_VERSION = 2
 REFERENCE_MODELS = ("6b_finetuning", "6b_verification", "175b_finetuning", "175b_verification")
@@ -248,7 +254,12 @@ def _per_problem(data: EvalData, steps_ok: np.ndarray | None) -> tuple[list[tupl
         ks = k_grid(n)
         for k, v in zip(ks, top_k_voting(data.scores, data.answers, data.correct, ks), strict=True):
             add(("top_k_voting", k), v)
+        votes, mc_se = weighted_vote_at(data.scores, codes, code_correct, grid)
+        for N, v in zip(grid, votes, strict=True):
+            add(("weighted_vote", N), v)
     diag = _step_values(data, steps_ok, add)
+    if data.scores is not None:
+        diag["weighted_vote_mc_se"] = round(mc_se, 6)
     return names, rows, diag
 
 
@@ -271,6 +282,7 @@ def _metrics(data: EvalData, stats: dict[tuple[str, Any], dict], diag: dict[str,
         "pass@1": stats[("pass_at_k", 1)],
         "majority_vote": stats[("majority_vote", n)],
         "best_of_n": stats.get(("best_of_n", n)),
+        "weighted_vote": stats.get(("weighted_vote", n)),
         "oracle": stats[("pass_at_k", n)],
         "verifier_auc": _diag(auc(data.scores, data.correct)) if data.scores is not None else None,
         "verifier_auc_within": _diag(auc_within(data.scores, data.correct)) if data.scores is not None else None,
@@ -283,6 +295,33 @@ def _metrics(data: EvalData, stats: dict[tuple[str, Any], dict], diag: dict[str,
         "false_positive_rate": diag["false_positive_rate"],
         "best_of_n_false_positive": diag["best_of_n_false_positive"],
     }
+
+
+COVERAGES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+
+def _confidence(data: EvalData, bootstrap: int, seed: int) -> tuple[dict, dict | None]:
+    """The selective-answer curves (answer the majority vote only on the problems ranked surest: accuracy of
+    the answered share) by the verifier's mean value over the problem's samples and by the vote share of the
+    majority answer, paired bootstrap CIs; and the verifier's calibration over all test samples."""
+    codes, code_correct = encode_answers(data.answers, data.correct)
+    right = majority_vote(codes, code_correct)
+    counts = vote_counts(codes, code_correct.shape[1])
+    signals = {"vote_share": counts.max(axis=1) / data.n}
+    if data.scores is not None:
+        signals["verifier"] = data.scores.mean(axis=1)
+    curves = {}
+    for name, conf in signals.items():
+        v, lo, hi = selective_curve(conf, right, COVERAGES, bootstrap, seed)
+        curves[name] = {k: [_metric(a, b, c)[k] for a, b, c in zip(v, lo, hi, strict=True)]
+                        for k in ("value", "ci_low", "ci_high")}
+    selective = {"answer": "majority vote", "coverage": list(COVERAGES), "signals": curves}
+    if data.scores is None:
+        return selective, None
+    probs, labels = data.scores.ravel(), data.correct.ravel()
+    calibration = {"ece": round(expected_calibration_error(probs, labels), 6), "brier": round(brier(probs, labels), 6),
+                   "bins": reliability_bins(probs, labels)}
+    return selective, calibration
 
 
 def _diagnostics(data: EvalData) -> dict:
@@ -314,6 +353,7 @@ def compute(data: EvalData, *, bootstrap: int = 1000, seed: int = 0, steps_ok: n
     point = values.mean(axis=1)
     lo, hi = bootstrap_ci(values, bootstrap, seed)
     stats = {name: _metric(point[i], lo[i], hi[i]) for i, name in enumerate(names)}
+    selective, calibration = _confidence(data, bootstrap, seed)
     return {
         "kind": "run",
         "schema_version": SCHEMA_VERSION,
@@ -324,7 +364,9 @@ def compute(data: EvalData, *, bootstrap: int = 1000, seed: int = 0, steps_ok: n
         "bootstrap": _bootstrap_info(bootstrap, seed),
         "metrics": _metrics(data, stats, diag, n),
         "curves": _curves(stats),
-        "diagnostics": _diagnostics(data),
+        "diagnostics": {**_diagnostics(data), "weighted_vote_mc_se": diag.get("weighted_vote_mc_se")},
+        "selective": selective,
+        "calibration": calibration,
     }
 
 
@@ -445,12 +487,23 @@ def main(cfg: RunConfig) -> dict:
     from accelerate import PartialState
 
     from gsmv.data.tasks import get_task
+    from gsmv.steps import run_steps
 
     steps = get_task(cfg).step_truth  # the synthetic task knows every intermediate value
     # The texts are read later, by step_truth, for the samples it checks.
     data = load_run(cfg, greedy_columns=["n_tokens", "text"])
-    results = {"run": cfg.name, **compute(data, bootstrap=cfg.evaluate.bootstrap, seed=cfg.evaluate.seed,
-                                          steps_ok=step_truth(data) if steps else None)}
+    step_section, aggregated = run_steps(cfg, data, truth=steps, bootstrap=cfg.evaluate.bootstrap,
+                                         seed=cfg.evaluate.seed)
+    how = cfg.score.aggregate
+    if how != "last":
+        if how not in aggregated:
+            raise GsmvError(f"config key 'score.aggregate' is '{how}': it reads the verifier's values at step ends, "
+                            f"and {step_section.get('note', 'the run has none')} (or use score.aggregate=last)")
+        data.scores = aggregated[how]
+    results = {"run": cfg.name, "aggregate": how,
+               **compute(data, bootstrap=cfg.evaluate.bootstrap, seed=cfg.evaluate.seed,
+                         steps_ok=step_truth(data) if steps else None)}
+    results["steps"] = step_section
     search = _search_table(cfg)
     if search is not None:
         searched = {pid for pid in search.column("problem_id").to_pylist()}

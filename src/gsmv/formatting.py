@@ -13,6 +13,7 @@ METRIC_LABELS = {
     "pass@1": "pass@1 (one sample)",
     "majority_vote": "majority vote over {n}",
     "best_of_n": "verifier best-of-{n}",
+    "weighted_vote": "score-weighted vote over {n}",
     "oracle": "coverage (oracle pass@{n})",
     "verifier_auc": "verifier AUC (pooled)",
     "verifier_auc_within": "verifier AUC (within problem)",
@@ -36,6 +37,7 @@ SHORT_LABELS = {
     "verifier_auc": "AUC",
     "pass_at_k": "pass@k",
     "top_k_voting": "top-k voting",
+    "weighted_vote": "weighted vote",
 }
 # The paper's released results (gsmv.evaluate.REFERENCE_MODELS).
 REFERENCE_LABELS = {
@@ -49,7 +51,7 @@ STEP_METRICS = ("pass@1_strict", "best_of_n_strict", "false_positive_rate", "bes
 # Diagnostics that are not accuracies: printed as 0.xxx, not percent.
 NOT_PERCENT = ("verifier_auc", "verifier_auc_within")
 # The text table's curve lines, in order.
-TABLE_CURVES = ("best_of_n", "majority_vote", "pass_at_k", "top_k_voting")
+TABLE_CURVES = ("best_of_n", "majority_vote", "weighted_vote", "pass_at_k", "top_k_voting")
 
 
 def label(name: str, n: int | None = None, short: bool = False) -> str:

@@ -30,6 +30,7 @@ def started(name: str, cfg: RunConfig) -> str:
         "train-verifier": f"train the verifier on the labelled samples ({_epochs(cfg.verifier.epochs)})",
         "label-test": "grade the test samples by final answer",
         "score": "verifier values for every test sample",
+        "score-val": "verifier values for every val sample (thresholds of the step-level evaluation)",
         "search": f"value-guided search on the test problems (beams {', '.join(map(str, cfg.search.beams))})",
         "evaluate": "test@1, pass@k, majority vote and best-of-N with bootstrap CIs",
         "report": "report.md, report.html and plots",
@@ -133,10 +134,10 @@ def _label(file: str) -> Callable[[RunPaths, Any], str | None]:
     return headline
 
 
-def _score(paths: RunPaths, summary: Any) -> str | None:
-    shards = list_shards(paths.scores("test"))
+def _score(paths: RunPaths, summary: Any, split: str = "test") -> str | None:
+    shards = list_shards(paths.scores(split))
     rows = sum(parquet_rows(p) or 0 for p in shards)
-    return f"{rows} test samples scored ({len(shards)} shards)"
+    return f"{rows} {split} samples scored ({len(shards)} shards)"
 
 
 def _search(paths: RunPaths, summary: Any) -> str | None:
@@ -170,6 +171,7 @@ _HEADLINES: dict[str, Callable[[RunPaths, Any], str | None]] = {
     "train-verifier": _train_verifier,
     "label-test": _label("labels-test.json"),
     "score": _score,
+    "score-val": lambda paths, summary: _score(paths, summary, "val"),
     "search": _search,
     "evaluate": _evaluate,
     "report": _report,

@@ -415,10 +415,82 @@ def bootstrap_ci(values: np.ndarray, resamples: int, seed: int, level: float = L
     if resamples <= 0 or P == 0:
         nan = np.full(M, np.nan)
         return nan, nan.copy()
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, P, size=(resamples, P))
-    counts = np.bincount((idx + (np.arange(resamples) * P)[:, None]).ravel(), minlength=resamples * P)
-    means = counts.reshape(resamples, P).astype(np.float64) @ values.T / P  # [B, M]
+    means = bootstrap_sums(values, resamples, seed) / P  # [B, M]
     alpha = (1.0 - level) / 2.0
     lo, hi = np.quantile(means, [alpha, 1.0 - alpha], axis=0)
     return lo, hi
+
+
+def bootstrap_sums(values: np.ndarray, resamples: int, seed: int) -> np.ndarray:
+    """[B, M]: the sum over a resampled problem set of each row of values [M, P]; the same problem sets as
+    bootstrap_ci's for the same P and seed, so statistics built from sums (ratios such as F1) are paired with
+    the means."""
+    values = np.atleast_2d(np.asarray(values, dtype=np.float64))
+    P = values.shape[1]
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, P, size=(resamples, P))
+    counts = np.bincount((idx + (np.arange(resamples) * P)[:, None]).ravel(), minlength=resamples * P)
+    return counts.reshape(resamples, P).astype(np.float64) @ values.T
+
+
+# --------------------------------------------------------------------------- confidence you can act on
+
+
+def selective_accuracy(confidence: np.ndarray, value: np.ndarray, coverages: Sequence[float]) -> np.ndarray:
+    """[len(coverages)]: mean `value` (per-problem correctness) over the ⌈c·P⌉ problems of highest confidence,
+    for each coverage c. Problems tied in confidence at the cut are taken in a random order, so each counts in
+    proportion to the places left for its tie group (the exact expectation of a random tie-break)."""
+    confidence = np.asarray(confidence, dtype=np.float64)
+    value = np.asarray(value, dtype=np.float64)
+    P = len(confidence)
+    order = np.argsort(-confidence, kind="stable")
+    c, v = confidence[order], value[order]
+    # group of equal confidences: [start, end) in the sorted order
+    new = np.ones(P, dtype=bool)
+    new[1:] = c[1:] != c[:-1]
+    gid = np.cumsum(new) - 1
+    starts = np.flatnonzero(new)
+    ends = np.append(starts[1:], P)
+    gsum = np.bincount(gid, weights=v)
+    before = np.concatenate([[0.0], np.cumsum(gsum)])
+    out = np.empty(len(coverages))
+    for i, cov in enumerate(coverages):
+        k = max(1, int(np.ceil(cov * P - 1e-9))) if P else 0
+        if k == 0:
+            out[i] = np.nan
+            continue
+        g = gid[k - 1]
+        inside = k - starts[g]  # places the tie group at the cut gets
+        out[i] = (before[g] + gsum[g] * inside / (ends[g] - starts[g])) / k
+    return out
+
+
+def selective_curve(confidence: np.ndarray, value: np.ndarray, coverages: Sequence[float], resamples: int,
+                    seed: int, level: float = LEVEL) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(accuracy, CI low, CI high) of selective_accuracy at each coverage; the CI resamples problems (the
+    draws of bootstrap_ci for the same P and seed) and selects again within each resample."""
+    point = selective_accuracy(confidence, value, coverages)
+    P = len(confidence)
+    if resamples <= 0 or P == 0:
+        nan = np.full(len(coverages), np.nan)
+        return point, nan, nan.copy()
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, P, size=(resamples, P))
+    boot = np.stack([selective_accuracy(confidence[r], value[r], coverages) for r in idx])
+    alpha = (1.0 - level) / 2.0
+    lo, hi = np.quantile(boot, [alpha, 1.0 - alpha], axis=0)
+    return point, lo, hi
+
+
+def reliability_bins(probs: np.ndarray, labels: np.ndarray, bins: int = 10) -> list[dict]:
+    """Equal-width bins of predicted probability: count, mean prediction and observed accuracy of each
+    non-empty bin (a reliability diagram's points; expected_calibration_error weighs their gaps)."""
+    probs = np.asarray(probs, dtype=np.float64).ravel()
+    labels = np.asarray(labels, dtype=np.float64).ravel()
+    idx = np.clip((probs * bins).astype(int), 0, bins - 1)
+    cnt = np.bincount(idx, minlength=bins)
+    conf = np.bincount(idx, weights=probs, minlength=bins)
+    acc = np.bincount(idx, weights=labels, minlength=bins)
+    return [{"low": b / bins, "high": (b + 1) / bins, "count": int(cnt[b]),
+             "confidence": round(float(conf[b] / cnt[b]), 6), "accuracy": round(float(acc[b] / cnt[b]), 6)}
+            for b in range(bins) if cnt[b]]

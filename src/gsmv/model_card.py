@@ -29,9 +29,14 @@ _KINDS = {
                  "random head."),
     "verifier-export": ("text-classification", "a gsmv verifier exported to a transformers classification class",
                         "AutoModelForSequenceClassification: the logit at the last non-pad token; "
-                        "P(correct) = sigmoid(logit + config.value_bias) (the score layer has no bias, so "
-                        "the logit alone ranks samples exactly). AutoModelForTokenClassification: "
-                        "sigmoid(logits[..., 0]) after every token, the value of each prefix."),
+                        "P(correct) = sigmoid(logit + config.value_bias) (0 where the bias is folded into the "
+                        "weights: then `pipeline(\"text-classification\")` returns P(correct); the logit alone "
+                        "ranks samples exactly). AutoModelForTokenClassification: two labels, "
+                        "softmax(logits)[..., 1] (label \"correct\") after every token, the value of each prefix "
+                        "(`pipeline(\"token-classification\", ignore_labels=[])` reports it per token). These are "
+                        "gsmv's numbers exactly for inputs of at most config.gsmv.max_len tokens; gsmv reads only "
+                        "the last max_len tokens of a longer input (the tokenizer truncates on the left to that "
+                        "length when asked)."),
 }
 
 

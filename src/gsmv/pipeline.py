@@ -131,6 +131,10 @@ def run(cfg: RunConfig, start: str | None = None, until: str | None = None, only
     rerun = redo_set | {n for n in only or [] if BY_NAME[n].derived}
     # Everything that can be checked without writing is checked on every rank, before anything is written.
     check_for_stages(cfg, names)
+    if {"finetune", "train-verifier"} & set(names):  # model names (in gsmv.models: torch, only when needed)
+        from gsmv.models.loading import check_model_names
+
+        check_model_names(cfg, names)
     if any(n != "report" for n in names):
         _check_data(cfg, names)  # a bad dataset fails here, before anything is written
     hashes = stage_hashes(cfg)

@@ -15,7 +15,7 @@ from pathlib import Path
 @dataclass(frozen=True)
 class PresetInfo:
     purpose: str
-    time: str  # one `gsmv run` measured on 2 CPU cores (SOURCES says where); "not measured" when it was not
+    time: str  # one `gsmv run` measured on 2 CPU cores (SOURCES says where), in s, min or h; else "not measured"
     needs: str  # what must be there besides the install: nothing, GSM8K, a hub download, a GPU
 
 
@@ -23,7 +23,7 @@ PRESETS: dict[str, PresetInfo] = {
     "synth": PresetInfo("the paper's method on a synthetic GSM-style task, a 1M model trained from scratch",
                         "22 min", "nothing (it generates its problems)"),
     "smoke": PresetInfo("plumbing check: a tiny model on GSM8K-format test data; no accuracy (CI runs it)",
-                        "3.4 min", "a checkout (tests/assets/)"),
+                        "12-28 s", "a checkout (tests/assets/)"),
     "smoke-synth": PresetInfo("plumbing check on a tiny synthetic task; no accuracy (CI runs it)",
                               "not measured", "nothing"),
     "synth-smol": PresetInfo("synth's generator with a pretrained verifier, SmolLM2-135M-Instruct (linear head)",
@@ -38,10 +38,10 @@ PRESETS: dict[str, PresetInfo] = {
 
 # Where the times come from, printed under the table (the rows stay one short line each).
 SOURCES = (
-    "Times: one `gsmv run` each on 2 CPU cores (BENCHMARKS.md). synth: 1,296 s alone (2026-12-03); smoke: 206 s\n"
-    "with other jobs sharing the cores, an upper bound (2026-12-06); gsm8k-cpu: 2026-11-25, that day's code\n"
-    "(docs/research/gsm8k-cpu.md). Other YAML files run with --config FILE (one-experiment configs:\n"
-    "docs/research/configs/ in the repository)."
+    "Times: one `gsmv run` each on 2 CPU cores (BENCHMARKS.md). synth: 1,296 s alone (2026-12-03); smoke: the\n"
+    "range of issue 47's runs (its 206 s of 2026-12-06 had other jobs sharing the cores); gsm8k-cpu: 2026-11-25,\n"
+    "that day's code (docs/research/gsm8k-cpu.md). Other YAML files run with --config FILE (one-experiment\n"
+    "configs: docs/research/configs/ in the repository)."
 )
 
 

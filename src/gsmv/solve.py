@@ -252,25 +252,57 @@ class Solver:
 
 
 def read_questions(args_questions: list[str], file: str | None, stdin: Any = None) -> list[str]:
-    """Questions from the arguments, else a jsonl file (objects with 'question'), else stdin (one per line)."""
+    """Questions from the arguments, else a jsonl file (objects with 'question'), else stdin (one per line).
+
+    Text that is not valid Unicode is refused here, naming the question's place, before any model loads (the
+    tokenizer would fail on it with a traceback)."""
     if args_questions:
-        return list(args_questions)
+        return [valid_text(q, f"question {i + 1} (argument)") for i, q in enumerate(args_questions)]
     if file:
         out = []
         for _, where, rec in iter_jsonl(file):
             if not isinstance(rec, dict) or not isinstance(rec.get("question"), str):
                 raise GsmvError(f"{where}: expected a JSON object with a 'question' string")
-            out.append(rec["question"])
+            out.append(valid_text(rec["question"], f"{where} ('question')"))
         if not out:
             raise GsmvError(f"{file}: no questions")
         return out
     stdin = stdin if stdin is not None else sys.stdin
     if stdin is None or stdin.isatty():  # None: stdin closed (`<&-`)
         raise GsmvError("solve: no question given (pass questions as arguments, --file FILE, or pipe them in)")
-    out = [line.rstrip("\n") for line in stdin if line.strip()]
+    out = [line for line in _stdin_lines(stdin) if line.strip()]
     if not out:
         raise GsmvError("solve: no question on stdin")
     return out
+
+
+def _stdin_lines(stdin: Any) -> list[str]:
+    """stdin's lines, each decoded on its own (its bytes when it has them), so a bad one is named by number:
+    a text stream raises UnicodeDecodeError for a whole chunk, or, under surrogateescape, lets it through."""
+    buffer = getattr(stdin, "buffer", None)
+    encoding = getattr(stdin, "encoding", None) or "utf-8"
+    out = []
+    for i, raw in enumerate(buffer if buffer is not None else stdin):
+        where = f"stdin line {i + 1}"
+        if isinstance(raw, bytes):
+            try:
+                raw = raw.decode(encoding)
+            except UnicodeDecodeError as e:
+                raise GsmvError(f"{where}: not valid {encoding.upper()} text (byte {e.start + 1}: "
+                                f"{raw[e.start:e.start + 1]!r})") from None
+        out.append(valid_text(raw.rstrip("\r\n"), where))
+    return out
+
+
+def valid_text(text: str, where: str) -> str:
+    """`text` when it is valid Unicode; a lone surrogate (an undecodable byte passed on by argv's or stdin's
+    surrogateescape, or a \\udcff escape in JSON) is one line naming where it is."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise GsmvError(f"{where}: not valid UTF-8 text (character {e.start + 1} is {text[e.start]!r}: an "
+                        "undecodable byte or a lone surrogate)") from None
+    return text
 
 
 def main(args: Any) -> int:

@@ -80,6 +80,12 @@ def _search_keys(cfg: RunConfig) -> dict:
             "limit": cfg.data.test_limit, "test_content": data_fingerprint(cfg, "test")}
 
 
+def _evaluate_keys(cfg: RunConfig) -> dict:
+    # score.aggregate is how evaluate ranks the stored scores (in no hash of the score stage itself).
+    extra = {"aggregate": cfg.score.aggregate} if cfg.score.aggregate != "last" else {}
+    return {"evaluate": hash_dict(cfg.evaluate), **extra}
+
+
 def _no_keys(cfg: RunConfig) -> dict:
     return {}
 
@@ -151,10 +157,14 @@ STAGES: list[Stage] = [
     Stage(name="score", run=_late("gsmv.score", "main", "test"), keys=lambda c: {"score": hash_dict(c.score)},
           after=("train-verifier", "sample-test"), outputs=lambda p: [p.scores("test")],
           check=_late("gsmv.score", "check_outputs", "test")),
+    # The val samples' values: where a threshold on them is chosen (first-error localization, gsmv.steps).
+    Stage(name="score-val", run=_late("gsmv.score", "main", "val"), keys=lambda c: {"score": hash_dict(c.score)},
+          after=("train-verifier", "sample-val"), outputs=lambda p: [p.scores("val")],
+          check=_late("gsmv.score", "check_outputs", "val")),
     Stage(name="search", run=_late("gsmv.search", "main"), keys=_search_keys, after=("train-verifier",),
           outputs=lambda p: [p.search], check=_late("gsmv.search", "check_outputs")),
-    Stage(name="evaluate", run=_late("gsmv.evaluate", "main"), keys=lambda c: {"evaluate": hash_dict(c.evaluate)},
-          after=("score", "label-test", "search"), outputs=lambda p: [p.results], derived=True, main_only=True),
+    Stage(name="evaluate", run=_late("gsmv.evaluate", "main"), keys=_evaluate_keys,
+          after=("score", "score-val", "label-test", "search"), outputs=lambda p: [p.results], derived=True, main_only=True),
     Stage(name="report", run=_late("gsmv.report", "main"), keys=lambda c: {"report": hash_dict(c.report)},
           after=("evaluate",), outputs=lambda p: [p.report_md, p.report_html], derived=True, main_only=True,
           writes=lambda p: [p.report_md, p.report_html, p.plots]),
@@ -184,6 +194,7 @@ def enabled_stages(cfg: RunConfig) -> list[str]:
         names.remove("search")
     if cfg.sample.n_val <= 0 or cfg.data.val_size == 0:
         names.remove("sample-val")  # no val problems or samples: the verifier trains without validation
+        names.remove("score-val")
     return names
 
 

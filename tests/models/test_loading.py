@@ -109,3 +109,33 @@ def test_corrupt_weights(tmp_path, tiny_llama_dir):
     (tmp_path / "model.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(GsmvError, match="weights"):
         load_model_and_tokenizer(tmp_path, dtype=torch.float32, device="cpu")
+
+
+def test_a_swapped_tokenizer_is_refused_not_grown_into(tmp_path, tiny_llama_dir, tiny_gpt2_tokenizer):
+    """Issue 47: another model's tokenizer files copied into a generator folder (SmolLM2's 49k tokens into a
+    320-row model) were loaded by growing the embedding, and `gsmv solve` answered word salad."""
+    import shutil
+
+    for f in tiny_llama_dir.iterdir():
+        if not f.name.startswith(("tokenizer", "special_tokens")):
+            shutil.copy(f, tmp_path / f.name)
+    tiny_gpt2_tokenizer.save_pretrained(tmp_path)  # 400 tokens; the model has 300 rows
+    with pytest.raises(GsmvError) as err:
+        load_model_and_tokenizer(tmp_path, dtype=torch.float32, device="cpu")
+    msg = str(err.value)
+    assert "\n" not in msg and str(tmp_path) in msg and "400 tokens" in msg and "300 rows" in msg
+
+
+def test_added_tokens_still_get_new_rows(tmp_path, tiny_llama_dir):
+    """What the embedding growth is for: tokens added to a model's own tokenizer (the verifier's value token)."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    for f in tiny_llama_dir.iterdir():
+        shutil.copy(f, tmp_path / f.name)
+    tok = AutoTokenizer.from_pretrained(tmp_path)
+    tok.add_special_tokens({"additional_special_tokens": ["<|new|>"]})
+    tok.save_pretrained(tmp_path)
+    model, tok = load_model_and_tokenizer(tmp_path, dtype=torch.float32, device="cpu")
+    assert model.get_input_embeddings().num_embeddings == len(tok) == 301

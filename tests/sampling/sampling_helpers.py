@@ -1,4 +1,5 @@
-"""Sampler test helpers: a scripted causal LM, a fake vLLM engine, tiny models with lively logits."""
+"""Sampler test helpers: a scripted causal LM, a fake vLLM engine, tiny models with lively logits, the test
+questions as requests and HF `generate`'s greedy samples (the reference the fast engine must equal)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from gsmv.data.gsm8k import format_prompt
+from gsmv.sampling.base import Request, request_seed
 
 Policy = Callable[[list[int], list[int]], int]  # (prompt ids, generated ids) -> next token
 
@@ -71,6 +75,42 @@ def lively(model: nn.Module, std: float = 0.15, seed: int = 1) -> nn.Module:
             if p.dim() >= 2:
                 p.copy_(torch.randn(p.shape, generator=g) * std)
     return model.eval()
+
+
+# ---------------------------------------------------------------- requests and HF's greedy reference
+
+
+QUESTIONS = [
+    "Raj has 5 boxes with 3 coins in each. How many coins are there?",
+    "Sam has 13 coins, buys 20 more and then gives away 3. How many coins are left?",
+    "Lee has 6 books.",
+    "Ana has 15 books, buys 12 more and then gives away 3. How many books are left?",
+    "Two?",
+    "Lee has 4 boxes with 5 books in each. How many books are there?",
+    "Max has 7 pens and buys 8 more. How many pens does he have now?",
+]
+
+
+def requests(tok, n_problems: int = 5, n: int = 1, base_seed: int = 0) -> list[Request]:
+    out = []
+    for i, q in enumerate(QUESTIONS[:n_problems]):
+        ids = tuple(tok.encode(format_prompt(q), add_special_tokens=False))
+        out += [Request(f"p{i}", j, ids, request_seed(base_seed, f"p{i}", j), reference="15") for j in range(n)]
+    return out
+
+
+def by_key(samples) -> dict:
+    return {(s.problem_id, s.sample_idx): s for s in samples}
+
+
+def hf_greedy(model, tok, reqs, max_new_tokens: int) -> dict:
+    out = {}
+    for r in reqs:
+        g = model.generate(torch.tensor([r.prompt_ids]), max_new_tokens=max_new_tokens, do_sample=False,
+                           eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id)
+        toks = g[0, len(r.prompt_ids):].tolist()
+        out[(r.problem_id, r.sample_idx)] = toks[: toks.index(tok.eos_token_id)] if tok.eos_token_id in toks else toks
+    return out
 
 
 # ---------------------------------------------------------------- fake vLLM

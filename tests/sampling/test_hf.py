@@ -8,46 +8,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from sampling_helpers import lively
+from sampling_helpers import QUESTIONS, by_key, hf_greedy, lively, requests
 from torch import nn
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
 from gsmv.data.gsm8k import format_prompt
 from gsmv.sampling.base import Request, SamplingParams, choose_tokens, request_seed, uniform_noise
 from gsmv.sampling.hf import GenericEngine, HFSampler, LlamaEngine
-
-QUESTIONS = [
-    "Raj has 5 boxes with 3 coins in each. How many coins are there?",
-    "Sam has 13 coins, buys 20 more and then gives away 3. How many coins are left?",
-    "Lee has 6 books.",
-    "Ana has 15 books, buys 12 more and then gives away 3. How many books are left?",
-    "Two?",
-    "Lee has 4 boxes with 5 books in each. How many books are there?",
-    "Max has 7 pens and buys 8 more. How many pens does he have now?",
-]
-
-
-def requests(tok, n_problems: int = 5, n: int = 1, base_seed: int = 0) -> list[Request]:
-    out = []
-    for i, q in enumerate(QUESTIONS[:n_problems]):
-        ids = tuple(tok.encode(format_prompt(q), add_special_tokens=False))
-        out += [Request(f"p{i}", j, ids, request_seed(base_seed, f"p{i}", j), reference="15") for j in range(n)]
-    return out
-
-
-def by_key(samples) -> dict:
-    return {(s.problem_id, s.sample_idx): s for s in samples}
-
-
-def hf_greedy(model, tok, reqs, max_new_tokens: int) -> dict:
-    out = {}
-    for r in reqs:
-        g = model.generate(torch.tensor([r.prompt_ids]), max_new_tokens=max_new_tokens, do_sample=False,
-                           eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id)
-        toks = g[0, len(r.prompt_ids):].tolist()
-        out[(r.problem_id, r.sample_idx)] = toks[: toks.index(tok.eos_token_id)] if tok.eos_token_id in toks else toks
-    return out
-
 
 GREEDY = SamplingParams(temperature=0.0, max_new_tokens=40, calculator=False)
 

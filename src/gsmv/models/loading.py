@@ -9,6 +9,7 @@ Every model folder gsmv writes holds the model and its tokenizer, so one call lo
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 from dataclasses import dataclass
@@ -22,7 +23,15 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaC
 from gsmv.artifacts import safetensors_ok
 from gsmv.config import ModelConfig, RunConfig
 from gsmv.errors import GsmvError
-from gsmv.models.sources import looks_local, resolve_model
+from gsmv.models.sources import (
+    ALIASES,
+    PACKAGED,
+    hub_cached_config,
+    hub_offline,
+    layer_count,
+    looks_local,
+    resolve_model,
+)
 from gsmv.models.tokenizer import check_tokenizer
 
 
@@ -89,6 +98,44 @@ def build_from_preset(cfg: ModelConfig | RunConfig, tokenizer: Any, *, seed: int
     return model
 
 
+def check_model_names(cfg: RunConfig, stages: list[str]) -> None:
+    """model.name (finetune) and verifier.init and verifier.train_layers (train-verifier), checked with the config
+    before any stage runs: the stage that would fail on them may come after the generator has trained."""
+    if "finetune" in stages:
+        _check_model_name("model.name", cfg.model.name)
+    if "train-verifier" in stages:
+        if cfg.verifier.init not in ("generator", "base"):
+            _check_model_name("verifier.init", cfg.verifier.init)
+        _check_train_layers(cfg)
+
+
+def _check_model_name(key: str, name: str) -> None:
+    """A name that can give no model. Folders are the stage's to check (one may be another run's, made
+    meanwhile); a hub id only when the hub is off (no network call here)."""
+    known = ["generator", "base", *PRESETS, *ALIASES] if key == "verifier.init" else [*PRESETS, *ALIASES]
+    if name in known or name in PACKAGED or looks_local(name):
+        return
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.8) if "/" not in name else []
+    if close:  # a bare hub id this close to a name gsmv knows is a typo of it
+        raise GsmvError(f"config key '{key}' is '{name}': no such model; did you mean '{close[0]}'? (gsmv "
+                        f"knows {', '.join(known)}; or a model folder or hub id)")
+    if hub_offline() and hub_cached_config(name) is None:
+        raise GsmvError(f"config key '{key}' is '{name}': not a preset, packaged model or folder, and HF_HUB_OFFLINE "
+                        "is set with no copy in the hub cache")
+
+
+def _check_train_layers(cfg: RunConfig) -> None:
+    """verifier.train_layers at most the verifier's layers, when they are known without loading it: a preset's,
+    a packaged model's (listed) or a config.json's on disk."""
+    k = cfg.verifier.train_layers
+    if k <= 0:
+        return
+    name = cfg.model.name if cfg.verifier.init in ("generator", "base") else cfg.verifier.init
+    n = (cfg.model.n_layer or PRESETS[name].n_layer) if name in PRESETS else layer_count(name)
+    if n is not None and k > n:
+        raise GsmvError(f"config key 'verifier.train_layers' is {k}: the verifier ({name}) has {n} layers")
+
+
 def _as_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
@@ -148,6 +195,7 @@ def load_model_and_tokenizer(
     except Exception as e:  # noqa: BLE001
         raise GsmvError(f"{name}: cannot load the model weights ({_first_line(e)})") from None
     n_embed = model.get_input_embeddings().num_embeddings
+    check_tokenizer_fits(tokenizer, n_embed, name)
     if len(tokenizer) > n_embed:
         # Some tokenizers carry added tokens the checkpoint has no rows for.
         model.resize_token_embeddings(len(tokenizer))
@@ -155,6 +203,17 @@ def load_model_and_tokenizer(
     model.to(device)
     apply_residual_dropout(model, dropout)
     return model, tokenizer
+
+
+def check_tokenizer_fits(tokenizer: Any, n_embed: int, where: str) -> None:
+    """A tokenizer whose own vocabulary (added tokens aside) has ids past the model's embedding rows is not the
+    model's: another model's tokenizer files copied into the folder. Growing the embedding would give those
+    ids untrained rows and the model word salad, so it is refused; only added tokens get new rows."""
+    base = getattr(tokenizer, "vocab_size", None)
+    if isinstance(base, int) and base > n_embed:
+        raise GsmvError(f"{where}: the tokenizer's vocabulary ({base:,} tokens) is larger than the model's "
+                        f"embedding ({n_embed:,} rows): it is another model's tokenizer; put this model's own "
+                        "tokenizer files back")
 
 
 def _first_line(e: BaseException) -> str:

@@ -20,135 +20,17 @@ import html
 import json
 import logging
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from gsmv import progress
-from gsmv.artifacts import RunPaths
 from gsmv.formatting import label
+from gsmv.token_text import load_tokenizer, token_pieces, token_pieces_batch  # noqa: F401 - the viewer's
 
 log = logging.getLogger(__name__)
 
 CATEGORIES = {"right": "verifier picked right", "wrong": "verifier picked wrong", "none": "no correct sample"}
-
-
-def load_tokenizer(run_dir: str | Path) -> Any | None:
-    """The generator's tokenizer (the sample token ids are its ids), else the verifier's, else run_dir/tokenizer."""
-    from transformers import AutoTokenizer
-
-    paths = RunPaths(run_dir)
-    for folder in (paths.generator_final, paths.verifier_final, paths.tokenizer):
-        if not (folder / "tokenizer_config.json").exists() and not (folder / "tokenizer.json").exists():
-            continue
-        try:
-            return AutoTokenizer.from_pretrained(str(folder))
-        except Exception as e:  # noqa: BLE001 - any tokenizer failure means plain-text fallback
-            log.warning("report.html: cannot load the tokenizer in %s (%s); trying the next", folder, e)
-    return None
-
-
-def _batch_decoder(tokenizer: Any):
-    """Decode many id lists at once, skipping special tokens and without cleanup of spaces."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:  # the Rust tokenizer directly: transformers' per-call overhead dominates otherwise
-        return lambda seqs: backend.decode_batch(seqs, skip_special_tokens=True)
-    return lambda seqs: tokenizer.batch_decode(seqs, skip_special_tokens=True, clean_up_tokenization_spaces=False)
-
-
-def _anchor_id(tokenizer: Any) -> int | None:
-    try:
-        ids = tokenizer.encode("x", add_special_tokens=False)
-    except Exception:  # noqa: BLE001 - no encode: skip the anchored pass
-        return None
-    return ids[0] if len(ids) == 1 else None
-
-
-def _pieces_pass(decode, id_lists: list[list[int]], prefix: list[int]) -> list[list[str] | None]:
-    """Each token's text, decoded after `prefix` (whose own text is removed); None where that fails.
-
-    Tokens that hold part of a multi-byte character decode to U+FFFD alone; a run of them is decoded
-    together and its text given to the run's last token (the others get "").
-    """
-    head = decode([prefix])[0] if prefix else ""
-    uniq = sorted({t for ids in id_lists for t in ids})
-    alone = dict(zip(uniq, decode([prefix + [t] for t in uniq]), strict=True))
-    out: list[list[str] | None] = []
-    runs: list[tuple[int, int, int]] = []  # (sample, first, last) token index of runs to decode together
-    for i, ids in enumerate(id_lists):
-        texts = [alone[t] for t in ids]
-        if not all(x.startswith(head) for x in texts):
-            out.append(None)
-            continue
-        pieces = [x[len(head):] for x in texts]
-        j = 0
-        while j < len(pieces):
-            if "\ufffd" in pieces[j]:
-                k = j
-                while k + 1 < len(pieces) and "\ufffd" in pieces[k + 1]:
-                    k += 1
-                runs.append((i, j, k))
-                j = k + 1
-            else:
-                j += 1
-        out.append(pieces)
-    if runs:
-        merged = decode([prefix + id_lists[i][a:b + 1] for i, a, b in runs])
-        for (i, a, b), x in zip(runs, merged, strict=True):
-            pieces = out[i]
-            if pieces is None or not x.startswith(head):
-                out[i] = None
-                continue
-            pieces[a:b + 1] = [""] * (b - a) + [x[len(head):]]
-    return out
-
-
-def token_pieces_batch(tokenizer: Any, id_lists: list[list[int]], texts: list[str]) -> list[list[str] | None]:
-    """The text of each token of each sample, joining into the sample's text (modulo outer whitespace).
-
-    Passes, cheapest first (each distinct token is decoded once per pass): each token alone (exact
-    for byte-level BPE); each token after a fixed anchor token (tokenizers that drop a lone token's
-    leading space, like SentencePiece); growing prefixes for what is left. None where all fail.
-    """
-    decode = _batch_decoder(tokenizer)
-    out: list[list[str] | None] = [None] * len(id_lists)
-
-    def settle(candidates: list[int], results: list[list[str] | None]) -> list[int]:
-        left = []
-        for i, pieces in zip(candidates, results, strict=True):
-            if pieces is not None and "".join(pieces).strip() == (texts[i] or "").strip():
-                out[i] = pieces
-            else:
-                left.append(i)
-        return left
-
-    try:
-        todo = [i for i, ids in enumerate(id_lists) if ids]
-        todo = settle(todo, _pieces_pass(decode, [id_lists[i] for i in todo], []))
-        anchor = _anchor_id(tokenizer) if todo else None
-        if anchor is not None:
-            todo = settle(todo, _pieces_pass(decode, [id_lists[i] for i in todo], [anchor]))
-        for i in todo:
-            ids = id_lists[i]
-            if len(ids) > 1024:  # quadratic: not worth it for runaway samples
-                continue
-            pieces, prev = [], ""
-            for cur in decode([ids[: j + 1] for j in range(len(ids))]):
-                if not cur.startswith(prev):
-                    break
-                pieces.append(cur[len(prev):])
-                prev = cur
-            else:
-                settle([i], [pieces])
-    except Exception as e:  # noqa: BLE001 - ids outside the vocabulary and the like: plain text
-        log.warning("report.html: cannot decode sample tokens (%s); showing plain text", e)
-        return [None] * len(id_lists)
-    return out
-
-
-def token_pieces(tokenizer: Any, ids: list[int], text: str) -> list[str] | None:
-    return token_pieces_batch(tokenizer, [list(ids)], [text])[0]
 
 
 def _utf16_len(s: str) -> int:
@@ -246,6 +128,10 @@ def viewer_data(data: Any, results: dict, *, max_problems: int = 300, max_sample
         g_text = g.column("text").to_pylist() if "text" in g.column_names else None
         g_ans = g.column("final_answer").to_pylist()
 
+    # Step truth and the verifier's pointer (tasks with step truth; gsmv.steps): the localization's threshold.
+    loc = (results.get("steps") or {}).get("localization")
+    threshold = loc.get("threshold") if loc else None
+
     problems, k = [], 0
     for p in progress.bar(shown, desc="report.html", unit="problem", disable=None):
         prob, order, correct, scores = data.problems[p], orders[p], data.correct[p], scores_all[p]
@@ -261,6 +147,8 @@ def viewer_data(data: Any, results: dict, *, max_problems: int = 300, max_sample
                 rec["t"] = "".join(pieces[k])
                 rec["L"] = encode_lengths(pieces[k])
                 rec["v"] = encode_values(values[k], len(pieces[k]))
+                if loc is not None:
+                    rec.update(_step_marks(pieces[k], values[k], data.problems[p], threshold))
             samples.append(rec)
             k += 1
         in_full = set(full[p])
@@ -272,7 +160,8 @@ def viewer_data(data: Any, results: dict, *, max_problems: int = 300, max_sample
         if data.greedy_correct is not None:
             greedy = {"t": g_text[len(problems)] if g_text is not None else None,
                       "a": g_ans[len(problems)] if g_ans is not None else None, "ok": int(data.greedy_correct[p])}
-        problems.append({"id": prob.id, "q": prob.question, "ref": prob.answer, "sol": prob.solution,
+        differ = any("fw" in r and "pw" in r and r["fw"] != r["pw"] for r in samples)
+        problems.append({"id": prob.id, "q": prob.question, "ref": prob.answer, "sol": prob.solution, "sd": int(differ),
                          "cat": "right" if top_ok else ("wrong" if correct.any() else "none"),
                          "n": n, "nc": int(correct.sum()), "d": len(groups[p]), "g": greedy, "s": samples,
                          "rest": rest})
@@ -282,6 +171,22 @@ def viewer_data(data: Any, results: dict, *, max_problems: int = 300, max_sample
                 for m in ("test@1", "pass@1", "majority_vote", "best_of_n", "oracle")]
     return {"run": run_name or results.get("run", ""), "n_problems": P, "n_samples": n,
             "shown_problems": len(problems), "headline": headline, "problems": problems}
+
+
+def _step_marks(pieces: list[str], values: list[float], problem: Any, threshold: float | None) -> dict:
+    """A sample's steps as [result, right (0/1), the verifier's value at the step's end], "fw" the true first
+    wrong step (-1: none) and, with a threshold, "pw" the step the verifier points at (its first value below
+    the threshold; -1: none), as gsmv.steps' localization judges them."""
+    from gsmv.data.tasks import reference_values
+    from gsmv.steps import step_ends
+
+    ends, results = step_ends(pieces)
+    ref = reference_values(problem)
+    st = [[r, int(r in ref), round(float(values[t]), 3)] for t, r in zip(ends, results, strict=True) if t < len(values)]
+    out: dict[str, Any] = {"st": st, "fw": next((i for i, x in enumerate(st) if not x[1]), -1)}
+    if threshold is not None:
+        out["pw"] = next((i for i, x in enumerate(st) if x[2] < threshold), -1)
+    return out
 
 
 def _embed_json(obj: Any) -> str:
@@ -330,6 +235,7 @@ pre{white-space:pre-wrap;word-break:break-word;margin:0;font:13px/1.5 ui-monospa
 .sample.ok{border-color:var(--ok)} .sample.bad{border-color:var(--bad)}
 .meta{font-size:12px;color:var(--mute);margin-bottom:2px}
 .count{font-weight:bold}
+.steps{font-size:12px;margin:2px 0} .step.ok{color:var(--ok)} .step.bad{color:var(--bad)}
 .mark{font-weight:bold} .mark.ok{color:var(--ok)} .mark.bad{color:var(--bad)}
 .tok{border-radius:2px}
 table.rest{border-collapse:collapse;font-size:12px;margin-top:4px}
@@ -343,7 +249,7 @@ _JS = r"""
   "use strict";
   const D = JSON.parse(document.getElementById("gsmv-data").textContent);
   const PAGE = 50;
-  const FILTERS = ["all", "wrong", "none", "right"];
+  const FILTERS = ["all", "wrong", "none", "right", "differ"];
   const CAT = {right: "verifier picked right", wrong: "verifier picked wrong", none: "no correct sample"};
   const state = {filter: "all", q: "", open: "", limit: PAGE};
 
@@ -400,12 +306,26 @@ _JS = r"""
   }
 
   const times = (c) => (c > 1 ? "\u00d7" + c : "");
+  // Each step: its result, right or wrong, the verifier's value at its end; the true first wrong step and the
+  // one the verifier points at (its first value below the localization threshold) are named.
+  function stepsLine(s) {
+    if (!s.st) return null;
+    const line = el("div", {class: "steps", "data-fw": s.fw, "data-pw": s.pw === undefined ? "" : s.pw}, "steps: ");
+    s.st.forEach(([r, ok, v], i) => {
+      const tags = (i === s.fw ? " \u2190 first wrong" : "") + (i === s.pw ? " \u2190 verifier points here" : "");
+      line.append(el("span", {class: "step " + (ok ? "ok" : "bad")}, (ok ? "\u2713 " : "\u2717 ") + r + " (" +
+        v.toFixed(2) + ")" + tags), " ");
+    });
+    if (!s.st.length) line.append("none");
+    else if (s.fw < 0 && s.pw !== undefined && s.pw >= 0) line.append(" (no wrong step; the verifier points at " + (s.pw + 1) + ")");
+    return line;
+  }
   function sampleBox(s) {
     return el("div", {class: "sample " + (s.ok ? "ok" : "bad"), "data-rank": s.r},
       el("div", {class: "meta"}, "#" + s.r + " \u00b7 sample " + s.i + " \u00b7 score " + s.sc.toFixed(4) +
         " \u00b7 answer " + (s.a === null ? "(none)" : s.a) + " \u00b7 ", mark(s.ok),
         s.c > 1 ? el("span", {class: "count"}, " \u00b7 " + times(s.c) + " (" + s.c + " identical samples)") : null),
-      solution(s));
+      stepsLine(s), solution(s));
   }
 
   function body(p) {
@@ -447,7 +367,8 @@ _JS = r"""
   }
 
   function matches(p) {
-    if (state.filter !== "all" && p.cat !== state.filter) return false;
+    if (state.filter === "differ") { if (!p.sd) return false; }
+    else if (state.filter !== "all" && p.cat !== state.filter) return false;
     if (!state.q) return true;
     const q = state.q.toLowerCase();
     return p.id.toLowerCase().includes(q) || p.q.toLowerCase().includes(q) || String(p.ref) === state.q;
@@ -475,8 +396,8 @@ _JS = r"""
       el("span", {}, "run ", el("b", {}, D.run)),
       el("span", {}, D.n_problems + " problems \u00d7 " + D.n_samples + " samples"),
       ...D.headline.map(([name, v]) => el("span", {}, name + " ", el("b", {}, pct(v)))));
-    const counts = {all: D.problems.length, right: 0, wrong: 0, none: 0};
-    for (const p of D.problems) counts[p.cat] += 1;
+    const counts = {all: D.problems.length, right: 0, wrong: 0, none: 0, differ: 0};
+    for (const p of D.problems) { counts[p.cat] += 1; counts.differ += p.sd ? 1 : 0; }
     for (const b of document.querySelectorAll("#filters button")) {
       b.querySelector(".n").textContent = " (" + counts[b.dataset.filter] + ")";
       b.addEventListener("click", () => { state.filter = b.dataset.filter; state.limit = PAGE; state.open = "";
@@ -513,6 +434,7 @@ _TEMPLATE = """<!doctype html>
 <button data-filter="wrong">verifier picked wrong<span class="n"></span></button>
 <button data-filter="none">no correct sample<span class="n"></span></button>
 <button data-filter="right">verifier picked right<span class="n"></span></button>
+<button data-filter="differ" title="a sample shown in full whose true first wrong step is not the one the verifier points at">verifier misplaces the first wrong step<span class="n"></span></button>
 </div>
 <input id="search" type="search" placeholder="search: question text, problem id or reference answer">
 <span id="count"></span>
