@@ -77,6 +77,19 @@ def test_reference_file_through_the_cli(tmp_path):
         assert number in proc.stdout
 
 
+@pytest.mark.parametrize("given", [[], ["no/such/example_model_solutions.jsonl"]])
+def test_reference_rows_from_a_fresh_clone_come_from_the_shipped_flags(capsys, given):
+    # Issue 46: no ../shared beside a fresh clone. The paper's rows still print, with one line on stderr naming
+    # where the full file comes from.
+    assert cli.main(["evaluate", "--reference", *given]) == 0
+    out, err = capsys.readouterr()
+    for number in ("21.7%  [19.3, 23.8]", "39.0%  [36.4, 41.6]", "34.7%  [32.2, 37.2]", "56.3%  [53.6, 58.8]"):
+        assert number in out
+    assert "paper_reference.json" in out
+    assert len(err.splitlines()) == 1 and "github.com/openai/grade-school-math" in err
+    assert ("not found" in err) == bool(given)
+
+
 @pytest.mark.parametrize("command", [["presets"], ["config", "--config", "smoke"]])
 def test_a_closed_stdout_pipe_exits_quietly_as_unix_tools_do(command):
     """`gsmv presets | head -1`: the reader is gone before gsmv writes (its end of the pipe is closed here before

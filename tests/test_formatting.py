@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gsmv.formatting import METRIC_LABELS, SHORT_LABELS, fmt_metric, label, pct
+from gsmv.formatting import METRIC_LABELS, SHORT_LABELS, fmt_metric, format_table, label, pct
 
 
 def test_labels_fill_in_the_sample_count_or_say_n():
@@ -20,3 +20,29 @@ def test_numbers_print_as_percent_except_aucs():
     assert fmt_metric("pass@1", {"value": 0.5, "ci_low": 0.25, "ci_high": 0.75}) == ("50.0%", "[25.0, 75.0]")
     assert fmt_metric("verifier_auc", {"value": 0.81234, "ci_low": None, "ci_high": None}) == ("0.812", "")
     assert fmt_metric("test@1", None) == ("absent", "")
+
+
+def _results(metrics: dict) -> dict:
+    return {"kind": "run", "run": "r", "split": "test", "n_problems": 4, "n_samples": 8,
+            "bootstrap": {"resamples": 10}, "metrics": metrics, "curves": {}}
+
+
+def test_lm_eval_rows_say_they_grade_gsmvs_decoding_not_the_harness_run():
+    # Issue 46: gsmv's calculator-assisted greedy sample under the harness's rules is not the harness's number.
+    for key in ("test@1_lm_eval_strict", "test@1_lm_eval_flexible"):
+        assert "lm-eval" in label(key) and "on gsmv decoding" in label(key)
+    metric = {"value": 0.05, "ci_low": 0.0, "ci_high": 0.1}
+    table = format_table(_results({"test@1": metric, "test@1_lm_eval_strict": metric,
+                                   "test@1_lm_eval_flexible": metric}))
+    assert "not the harness's own run" in table and "decodes without the calculator" in table
+    rows = [line for line in table.splitlines() if "5.0%" in line]
+    assert len(rows) == 3 and len({line.index("5.0%") for line in rows}) == 1  # one column for every label
+    assert "harness" not in format_table(_results({"test@1": metric}))  # no lm-eval rows: no note
+
+
+def test_absent_aucs_say_why():
+    why = "(no problem has both right and wrong samples)"
+    assert fmt_metric("verifier_auc_within", None) == ("absent", why)
+    assert fmt_metric("verifier_auc", {"value": None})[1].startswith("(no test sample is right")
+    table = format_table(_results({"verifier_auc_within": None}))
+    assert "absent  (no problem has both right and wrong samples)" in table

@@ -22,8 +22,9 @@ def test_solve_json_and_text_output(smoke_synth_run, capsys):
     out = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [o["question"] for o in out] == [Q, "Bo has 2 cats."]
     for o in out:
-        assert set(o) == {"question", "answer", "solution", "value", "votes", "strategy", "tokens", "unlike_training",
-                          "unseen_share", "unseen_words"}
+        assert set(o) == {"question", "answer", "solution", "value", "votes", "strategy", "tokens", "abstained",
+                          "unlike_training", "unseen_share", "unseen_words"}
+        assert o["abstained"] is False
         assert 0.0 <= o["value"] <= 1.0 and 0.0 <= o["votes"] <= 1.0 and o["tokens"] > 0
         assert o["strategy"] == "best-of-n"
     assert cli.main(["solve", "--run", str(smoke_synth_run), "--n", "4", Q]) == 0
@@ -65,6 +66,36 @@ def test_strategies_pick_as_documented(smoke_synth_run):
     s = Solver(smoke_synth_run, strategy="search", beams=2, threads=2)
     [r] = s.solve([Q])
     assert r.strategy == "search (K=2)" and r.tokens > 0 and 0.0 <= r.value <= 1.0
+
+
+def test_min_value_abstains_below_the_threshold_and_says_so(smoke_synth_run, capsys):
+    args = ["solve", "--run", str(smoke_synth_run), "--n", "4", "--json", Q]
+    assert cli.main(args) == 0
+    value = json.loads(capsys.readouterr().out)["value"]
+    assert cli.main(args + ["--min-value", str(value + 1e-3)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["abstained"] is True and out["answer"] is None and out["value"] == value
+    assert cli.main(args + ["--min-value", str(value - 1e-3)]) == 0
+    assert json.loads(capsys.readouterr().out)["abstained"] is False
+    assert cli.main(["solve", "--run", str(smoke_synth_run), "--n", "4", "--min-value", str(value + 1e-3), Q]) == 0
+    assert "answer none (abstained" in capsys.readouterr().out
+    assert cli.main(["solve", "--run", str(smoke_synth_run), "--strategy", "vote", "--min-value", "0.5", Q]) == 2
+    assert "--min-value reads the verifier's value" in capsys.readouterr().err
+
+
+def test_a_step_aggregate_ranks_samples_by_it(smoke_synth_run, tmp_path):
+    """score.aggregate=min in the run's config: solve ranks by the minimum over step-end and final values,
+    which is never above the final value alone."""
+    import yaml
+
+    run = tmp_path / "run"
+    shutil.copytree(smoke_synth_run, run)
+    last = Solver(run, strategy="best-of-n", n=6, threads=2).solve([Q])[0]
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg.setdefault("score", {})["aggregate"] = "min"
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    agg = Solver(run, strategy="best-of-n", n=6, threads=2).solve([Q])[0]
+    assert agg.value <= last.value + 1e-6
 
 
 def test_bad_input_gives_one_line_errors(smoke_synth_run, tmp_path, capsys):

@@ -70,10 +70,10 @@ def test_cadence_fields_are_in_the_stage_hash_but_not_the_training_hash():
     assert train_hash(base, base.verifier) == train_hash(other, other.verifier)
 
 
-def test_score_aggregate_redoes_evaluate_and_report_only():
-    """How evaluate ranks the stored values: the scores themselves stay."""
+def test_score_aggregate_redoes_what_ranks_by_it_not_the_scores():
+    """How search and evaluate rank by the verifier's values: the stored scores themselves stay."""
     base = load_config("smoke")
-    assert changed(base, load_config("smoke", ["score.aggregate=min"])) == {"evaluate", "report"}
+    assert changed(base, load_config("smoke", ["score.aggregate=min"])) == {"search", "evaluate", "report"}
 
 
 def test_report_only_change():

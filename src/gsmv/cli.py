@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--file", metavar="JSONL", help="questions from a jsonl file (objects with a 'question')")
     p.add_argument("--json", action="store_true", help="one JSON object per question")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: the run's setting)")
+    p.add_argument("--min-value", type=float, default=None, metavar="T",
+                   help="abstain (answer null, and say so) when the verifier's value of the chosen solution is "
+                        "below T; report.md's selective-answer table shows what a threshold buys on the test set")
     p = sub.add_parser("export", help="a trained verifier as a transformers classification model folder")
     p.add_argument("--run", required=True, metavar="RUN_DIR", help="a run folder with a trained verifier")
     p.add_argument("--to", required=True, choices=["seq-cls", "token-cls"],
@@ -84,8 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "sample":
             p.add_argument("--split", required=True, choices=list(SAMPLE_STAGE))
         if name == "evaluate":
-            p.add_argument("--reference", metavar="JSONL",
-                           help="evaluate the paper's released per-problem results file instead of a run folder")
+            p.add_argument("--reference", metavar="JSONL", nargs="?", const="",
+                           help="the paper's rows from its released per-problem results file instead of a run "
+                                "folder (no file, or a missing one: the copy of its flags that gsmv ships)")
     return parser
 
 
@@ -164,11 +168,14 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         print(describe_presets(DEFAULT_PRESET))
         return 0
-    if args.command == "evaluate" and args.reference:
+    if args.command == "evaluate" and args.reference is not None:
+        from gsmv.data.paper_reference import released_file
         from gsmv.evaluate import evaluate_reference
         from gsmv.formatting import format_table
 
-        print(format_table(evaluate_reference(args.reference)))
+        with released_file(args.reference, lambda line: print(line, file=sys.stderr)) as (path, source):
+            results = evaluate_reference(path)
+        print(format_table({**results, "source": source}))
         return 0
     from gsmv import pipeline
     from gsmv.config import load_config

@@ -17,8 +17,10 @@ METRIC_LABELS = {
     "oracle": "coverage (oracle pass@{n})",
     "verifier_auc": "verifier AUC (pooled)",
     "verifier_auc_within": "verifier AUC (within problem)",
-    "test@1_lm_eval_strict": "test@1, lm-eval strict-match",
-    "test@1_lm_eval_flexible": "test@1, lm-eval flexible-extract",
+    # lm-evaluation-harness's gsm8k grading applied to gsmv's own calculator-assisted greedy sample: not the
+    # number the harness prints, which decodes without the calculator (issue 46: 5.0% here, 0.0% there).
+    "test@1_lm_eval_strict": "test@1, lm-eval strict rules on gsmv decoding",
+    "test@1_lm_eval_flexible": "test@1, lm-eval flexible rules on gsmv decoding",
     "pass@1_strict": "pass@1, right steps too",
     "best_of_n_strict": "best-of-{n}, right steps too",
     "false_positive_rate": "right answer, wrong step",
@@ -50,6 +52,15 @@ REFERENCE_LABELS = {
 STEP_METRICS = ("pass@1_strict", "best_of_n_strict", "false_positive_rate", "best_of_n_false_positive")
 # Diagnostics that are not accuracies: printed as 0.xxx, not percent.
 NOT_PERCENT = ("verifier_auc", "verifier_auc_within")
+# Why a diagnostic can be null in results.json, printed after "absent" in the CI's place (a diagnostic has no CI):
+# an AUC needs right and wrong samples to compare, which a weak generator (none right) or an easy task lacks.
+ABSENT_WHY = {
+    "verifier_auc": "no test sample is right, or none is wrong",
+    "verifier_auc_within": "no problem has both right and wrong samples",
+}
+# Printed under the text table when the lm-eval rows are: what they are and are not.
+LM_EVAL_NOTE = ("lm-eval rows: the harness's gsm8k grading rules on gsmv's calculator-assisted greedy "
+                "sample; not the harness's own run, which decodes without the calculator")
 # The text table's curve lines, in order.
 TABLE_CURVES = ("best_of_n", "majority_vote", "weighted_vote", "pass_at_k", "top_k_voting")
 
@@ -65,9 +76,9 @@ def pct(x: float | None) -> str:
 
 
 def fmt_metric(name: str, m: dict | None) -> tuple[str, str]:
-    """(value, CI) as printed: percent with one decimal for accuracies, 0.xxx for AUCs."""
+    """(value, CI) as printed: percent with one decimal for accuracies, 0.xxx for AUCs (absent ones say why)."""
     if m is None or m.get("value") is None:
-        return "absent", ""
+        return "absent", f"({ABSENT_WHY[name]})" if name in ABSENT_WHY else ""
     if name in NOT_PERCENT:
         return f"{m['value']:.3f}", ""
     ci = "" if m.get("ci_low") is None else f"[{pct(m['ci_low'])}, {pct(m['ci_high'])}]"
@@ -98,14 +109,19 @@ def format_table(results: dict) -> str:
     n = results["n_samples"]
     lines = [f"{results.get('run', 'run')}: {results['split']}, {results['n_problems']} problems x {n} samples "
              f"(95% bootstrap CI, {results['bootstrap']['resamples']} resamples)"]
+    rows = []
     for name, metric in results["metrics"].items():
         if (name in STEP_METRICS or name.startswith("test@1_lm_eval")) and metric is None:  # not measurable here
             continue
         if name.startswith("maj@"):  # the field's name of majority_vote, printed on that line
             continue
-        text = label(name, n) + (f" (maj@{n})" if name == "majority_vote" else "")
+        rows.append((name, label(name, n) + (f" (maj@{n})" if name == "majority_vote" else ""), metric))
+    width = max([32, *(len(text) for _, text, _ in rows)])
+    for name, text, metric in rows:
         v, ci = fmt_metric(name, metric)
-        lines.append(f"  {text:<32} {v:>7}  {ci}")
+        lines.append(f"  {text:<{width}} {v:>7}  {ci}")
+    if any(name.startswith("test@1_lm_eval") for name, _, _ in rows):
+        lines.append(f"  ({LM_EVAL_NOTE})")
     for key in TABLE_CURVES:
         cur = results["curves"].get(key)
         if cur:

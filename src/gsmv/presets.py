@@ -25,7 +25,7 @@ PRESETS: dict[str, PresetInfo] = {
     "smoke": PresetInfo("plumbing check: a tiny model on GSM8K-format test data; no accuracy (CI runs it)",
                         "12-28 s", "a checkout (tests/assets/)"),
     "smoke-synth": PresetInfo("plumbing check on a tiny synthetic task; no accuracy (CI runs it)",
-                              "not measured", "nothing"),
+                              "70 s", "nothing"),
     "synth-smol": PresetInfo("synth's generator with a pretrained verifier, SmolLM2-135M-Instruct (linear head)",
                              "103 min", "a model download (hub, else PyPI; .[gguf])"),
     "gsm8k-cpu": PresetInfo("the synth recipe's 1M model on GSM8K: real data, no skill at this size",
@@ -39,9 +39,10 @@ PRESETS: dict[str, PresetInfo] = {
 # Where the times come from, printed under the table (the rows stay one short line each).
 SOURCES = (
     "Times: one `gsmv run` each on 2 CPU cores (BENCHMARKS.md). synth: 1,296 s alone (2026-12-03); smoke: the\n"
-    "range of issue 47's runs (its 206 s of 2026-12-06 had other jobs sharing the cores); gsm8k-cpu: 2026-11-25,\n"
-    "that day's code (docs/research/gsm8k-cpu.md). Other YAML files run with --config FILE (one-experiment\n"
-    "configs: docs/research/configs/ in the repository)."
+    "range of issue 47's runs (its 206 s of 2026-12-06 had other jobs sharing the cores); smoke-synth:\n"
+    "69 s once with threads=1 on a busy 2-core machine (two training runs and tests beside it, 2026-12-07);\n"
+    "gsm8k-cpu: 2026-11-25, that day's code (docs/research/gsm8k-cpu.md). Other YAML files run with\n"
+    "--config FILE (one-experiment configs: docs/research/configs/ in the repository)."
 )
 
 

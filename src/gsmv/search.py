@@ -228,8 +228,10 @@ def _result(p: _Problem, params: SearchParams, tokenizer: Any) -> SearchResult:
 
 
 def verifier_value_fn(verifier: Any, *, batch_size: int, pad_id: int, max_len: int | None = None,
-                      generator_tokenizer: Any = None) -> ValueFn:
-    """value_fn over a gsmv Verifier: the value at each sequence's last token (gsmv.models.verifier.score_sequences).
+                      generator_tokenizer: Any = None, aggregate: str = "last") -> ValueFn:
+    """value_fn over a gsmv Verifier: the value at each sequence's last token (gsmv.models.verifier.score_sequences),
+    or with `aggregate` (score.aggregate: min, product, mean) that of its values at the step ends so far and at
+    the last token (gsmv.steps), read in the ids the verifier read.
 
     Sequences are in the generator's ids. A verifier that reads text (Verifier.reads, another vocabulary) gets
     each one re-encoded with its own tokenizer first: the prompt's text, then the solution's text, then its EOS
@@ -262,7 +264,15 @@ def verifier_value_fn(verifier: Any, *, batch_size: int, pad_id: int, max_len: i
         # One problem's beams share its prompt: it is read once per batch (share_prompts).
         out = score_sequences(verifier, seqs, starts, batch_size=batch_size, pad_id=pad_id, max_len=max_len,
                               share_prompts=True)
-        return [v for v, _ in out]
+        if aggregate == "last":
+            return [v for v, _ in out]
+        from gsmv.steps import aggregate_sequences
+
+        tok = verifier.tokenizer if reads == "text" else generator_tokenizer
+        if tok is None:
+            raise GsmvError(f"score.aggregate={aggregate} needs the generator's tokenizer to find the steps")
+        return aggregate_sequences(tok, [s[st:] for s, st in zip(seqs, starts, strict=True)],
+                                   [v for _, v in out], [f for f, _ in out], aggregate)
 
     return fn
 
@@ -319,7 +329,8 @@ def main(cfg: RunConfig) -> dict[str, Any]:
         verifier, vtok = load_verifier(paths.verifier_final, dtype=pick_dtype(cfg, device), device=device)
         tok = sampler.tokenizer  # type: ignore[attr-defined]
         value_fn = verifier_value_fn(verifier, batch_size=cfg.score.batch_size, pad_id=pad_id_of(vtok),
-                                     max_len=input_limit(verifier.lm, cfg.verifier.max_len), generator_tokenizer=tok)
+                                     max_len=input_limit(verifier.lm, cfg.verifier.max_len), generator_tokenizer=tok,
+                                     aggregate=cfg.score.aggregate)
         for i in progress.bar(todo, desc="search", unit="shard", disable=not state.is_local_main_process):
             batch = [(p.id, tuple(encode_prompt(tok, format_prompt(p.question))), p.answer) for p in shards[i]]
             rows = []

@@ -51,12 +51,14 @@ class Answer:
     strategy: str
     tokens: int  # tokens generated for this question (calculator results included)
     check: Check | None = None  # how like the run's train questions it is (None: the run keeps no data/)
+    abstained: bool = False  # the verifier's value was below --min-value: `answer` is None
 
     def as_json(self) -> str:
         c = self.check
         return json.dumps({"question": self.question, "answer": self.answer, "solution": self.solution,
                            "value": self.value, "votes": self.votes, "strategy": self.strategy,
-                           "tokens": self.tokens, "unlike_training": None if c is None else c.unlike_training,
+                           "tokens": self.tokens, "abstained": self.abstained,
+                           "unlike_training": None if c is None else c.unlike_training,
                            "unseen_share": None if c is None else c.unseen_share,
                            "unseen_words": None if c is None else c.unseen_words})
 
@@ -70,8 +72,10 @@ class Answer:
             warn = (f"!! unlike the run's training problems: {self.check.unseen_share:.0%} of the question's words "
                     f"never appear in its train questions ({terminal_safe(shown)}); the answer and the verifier "
                     "value mean nothing here\n")
+        said = "none (abstained: the verifier's value is below --min-value)" if self.abstained else \
+            terminal_safe(str(self.answer))
         return (f"Q: {terminal_safe(self.question)}\n{terminal_safe(self.solution)}\n"
-                f"=> answer {terminal_safe(str(self.answer))}   verifier value {value}   votes {votes}   "
+                f"=> answer {said}   verifier value {value}   votes {votes}   "
                 f"({self.strategy}, {self.tokens} tokens)\n{warn}")
 
 
@@ -157,7 +161,8 @@ class Solver:
             self.verifier, vtok = load_verifier(paths.verifier_final, dtype=pick_dtype(cfg, device), device=device)
             self.value_limit = input_limit(self.verifier.lm, cfg.verifier.max_len)
             self.value_fn = verifier_value_fn(self.verifier, batch_size=cfg.score.batch_size, pad_id=pad_id_of(vtok),
-                                              max_len=self.value_limit, generator_tokenizer=self.tok)
+                                              max_len=self.value_limit, generator_tokenizer=self.tok,
+                                              aggregate=cfg.score.aggregate)
         model = getattr(self.sampler, "model", None)
         self.context = max_positions(model) if model is not None else None
         self.load_seconds = time.perf_counter() - t0
@@ -313,9 +318,12 @@ def main(args: Any) -> int:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # a command's output: answers on stdout, one line of timing on stderr
+    min_value = getattr(args, "min_value", None)
+    if min_value is not None and args.strategy == "vote":
+        raise GsmvError("solve: --min-value reads the verifier's value; --strategy vote uses no verifier")
     solver = Solver(args.run, strategy=args.strategy, n=args.n, k=args.k, beams=args.beams, threads=args.threads)
     t0 = time.perf_counter()
-    answers = solver.solve(questions)
+    answers = abstain_below(solver.solve(questions), min_value)
     secs = time.perf_counter() - t0
     # After solving: a question refused as bad input gets its one error line and nothing else.
     print(purpose(args.run, solver.familiarity), file=sys.stderr)
@@ -325,6 +333,17 @@ def main(args: Any) -> int:
           f"{solver.load_seconds:.1f} s loading", file=sys.stderr)
     return 0
 
+
+
+def abstain_below(answers: list[Answer], min_value: float | None) -> list[Answer]:
+    """Answers whose verifier value is below min_value become abstentions (answer None; the solution is kept so a
+    reader sees what was not trusted)."""
+    if min_value is None:
+        return answers
+    for a in answers:
+        if a.value is not None and a.value < min_value:
+            a.answer, a.abstained = None, True
+    return answers
 
 
 def purpose(run: str, fam: Familiarity | None) -> str:

@@ -76,8 +76,10 @@ def _sample_keys(split: str) -> Callable[[RunConfig], dict]:
 def _search_keys(cfg: RunConfig) -> dict:
     from gsmv.data.tasks import data_fingerprint
 
+    # score.aggregate is what search ranks its beams by (left out at last, so older runs keep their hash).
+    extra = {"aggregate": cfg.score.aggregate} if cfg.score.aggregate != "last" else {}
     return {"search": hash_dict(cfg.search), "max_new_tokens": cfg.sample.max_new_tokens, "calculator": cfg.sample.calculator,
-            "limit": cfg.data.test_limit, "test_content": data_fingerprint(cfg, "test")}
+            "limit": cfg.data.test_limit, "test_content": data_fingerprint(cfg, "test"), **extra}
 
 
 def _evaluate_keys(cfg: RunConfig) -> dict:

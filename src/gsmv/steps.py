@@ -92,7 +92,8 @@ def sample_steps(problem: np.ndarray, correct: np.ndarray, final: np.ndarray, pi
     for s, (pc, tv) in enumerate(zip(pieces, token_values, strict=True)):
         idx, results = step_ends(pc) if pc else ([], [])
         tv = np.asarray(tv if tv is not None else [], dtype=np.float64)
-        keep = [i for i, t in enumerate(idx) if t < len(tv)]
+        # NaN: a token cut off a verifier input longer than max_len (never read); past the end: not scored.
+        keep = [i for i, t in enumerate(idx) if t < len(tv) and np.isfinite(tv[t])]
         values.append(tv[[idx[i] for i in keep]] if keep else np.zeros(0))
         if truth is not None:
             ref = truth[int(problem[s])]
@@ -121,6 +122,23 @@ def aggregate(values: Sequence[np.ndarray], final: np.ndarray, how: str) -> np.n
         else:
             out[s] = np.prod(np.clip(allv, 0.0, 1.0))
     return out
+
+
+def aggregate_sequences(tokenizer: Any, solutions: Sequence[Sequence[int]], values: Sequence[np.ndarray],
+                        final: Sequence[float], how: str) -> list[float]:
+    """Each solution's score under `how`, from its ids (in `tokenizer`'s vocabulary, EOS included or not) and the
+    verifier's value after each of them (score_sequences' per-token values): what `gsmv solve` and `gsmv search`
+    rank by when score.aggregate is not last."""
+    from gsmv.token_text import token_pieces_batch
+
+    if how == "last":
+        return [float(f) for f in final]
+    ids = [list(s) for s in solutions]
+    texts = [tokenizer.decode(s, skip_special_tokens=True, clean_up_tokenization_spaces=False) for s in ids]
+    pieces = token_pieces_batch(tokenizer, ids, texts)
+    steps = sample_steps(np.zeros(len(ids), dtype=np.int64), np.zeros(len(ids), dtype=bool), np.asarray(final),
+                         pieces, [np.asarray(v, dtype=np.float64) for v in values], None)
+    return [float(x) for x in aggregate(steps.values, steps.final, how)]
 
 
 # --------------------------------------------------------------------------- localization

@@ -158,3 +158,24 @@ def test_first_wrong_step():
     end = tasks.first_wrong_step(lucky, values)
     assert lucky[:end].endswith("<<3+5=8>>")
     assert tasks.first_wrong_step("#### 14", values) is None  # nothing to check
+
+
+def test_val_taking_more_than_half_of_a_small_local_folder_is_a_one_line_error(tmp_path):
+    # Issue 46: 30 problems of one's own under a preset's val_size=20 silently left 4 train problems.
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    for split, n in (("train", 24), ("test", 6)):
+        recs = [{"question": f"Ana has {i} pens and buys 2. How many now?",
+                 "answer": f"{i}+2=<<{i}+2={i + 2}>>{i + 2}\n#### {i + 2}"} for i in range(n)]
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    local = ["data.source=local", f"data.dir={folder}"]
+    for split in ("train", "val"):
+        with pytest.raises(GsmvError) as e:
+            tasks.load_split(load_config(None, [*local, "data.val_size=20"]), split)
+        msg = str(e.value)
+        assert "\n" not in msg and "'data.val_size' is 20" in msg and "20 of the 24 train problems" in msg
+        assert "data.val_size=4" in msg and "at most 12" in msg
+    suggested = load_config(None, [*local, "data.val_size=4"])
+    assert (len(tasks.load_split(suggested, "train")), len(tasks.load_split(suggested, "val"))) == (20, 4)
+    half = load_config(None, [*local, "data.val_size=12"])  # half is allowed
+    assert len(tasks.load_split(half, "train")) == 12 and len(tasks.load_split(half, "test")) == 6

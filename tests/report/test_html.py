@@ -285,3 +285,31 @@ def test_the_viewers_script_parses(tmp_path):
     assert scripts
     (tmp_path / "viewer.js").write_text("\n".join(scripts))
     subprocess.run(["node", "--check", str(tmp_path / "viewer.js")], check=True)
+
+
+def test_step_marks_name_the_true_first_wrong_step_and_the_verifiers_pointer():
+    from gsmv.data.gsm8k import Problem
+
+    problem = Problem("p", "q?", "Ali has <<3*4=12>>12.\n#### 12", "12")
+    pieces = ["<<", "2+2=4", ">>", "4", " <<", "4*3=12", ">>", "12"]
+    values = [0.9, 0.9, 0.8, 0.7, 0.6, 0.5, 0.3, 0.2]
+    marks = H._step_marks(pieces, values, problem, threshold=0.5)
+    assert marks["st"] == [["4", 0, 0.8], ["12", 1, 0.3]]
+    assert marks["fw"] == 0 and marks["pw"] == 1  # wrong at step 1 (4 is no reference value); pointed at step 2
+    assert "pw" not in H._step_marks(pieces, values, problem, threshold=None)
+
+
+def test_viewer_marks_steps_on_a_task_with_step_truth(tiny_cfg, tiny_tokenizer):
+    tiny_cfg.data.source = "synth"
+    tiny_cfg.data.synth.train_size, tiny_cfg.data.synth.test_size, tiny_cfg.data.val_size = 40, 6, 5
+    build_run(tiny_cfg, tokenizer=tiny_tokenizer)
+    data = load_run(tiny_cfg, sample_columns=["text", "tokens"], score_columns=["token_values"])
+    results = {**evaluate.compute(data, bootstrap=0), "steps": {"localization": {"threshold": 0.6}}}
+    payload = H.viewer_data(data, results, max_problems=6, max_samples=3, tokenizer=tiny_tokenizer)
+    marked = [s for p in payload["problems"] for s in p["s"] if "st" in s]
+    assert marked and all(s["fw"] == -1 for s in marked)  # the fake samples copy the reference's steps
+    assert all(s["st"] and all(ok == 1 for _, ok, _ in s["st"]) for s in marked)
+    # "sd": some shown sample whose pointer differs from the truth (here: any step valued below 0.6)
+    assert any(p["sd"] for p in payload["problems"]) == any(s["pw"] != -1 for s in marked)
+    html = H.render_html(payload)
+    assert 'data-filter="differ"' in html

@@ -36,6 +36,21 @@ def test_scaling_and_top_k_plots(results, tmp_path):
     assert_png(plots.plot_scaling(no_greedy, tmp_path / "scaling2.png"))
 
 
+def test_confidence_plot_and_report_sections(results, tiny_cfg, tmp_path):
+    assert_png(plots.plot_confidence(results, tmp_path / "confidence.png"))
+    sel = results["selective"]
+    assert set(sel["signals"]) == {"verifier", "vote_share"} and sel["coverage"][-1] == 1.0
+    # answering everything is majority vote over all samples, whatever the signal
+    for cur in sel["signals"].values():
+        assert cur["value"][-1] == pytest.approx(results["metrics"]["majority_vote"]["value"], abs=1e-6)
+    cal = results["calibration"]
+    assert sum(b["count"] for b in cal["bins"]) == results["n_problems"] * results["n_samples"]
+    md = report.build_markdown(tiny_cfg, results, None, {"confidence": tmp_path / "confidence.png"},
+                               {tiny_cfg.name: ({}, results)})
+    assert "## Confidence you can act on" in md and "vote share" in md and f"ECE {cal['ece']:.3f}" in md
+    assert "## Step by step" in md
+
+
 def test_budget_plot_and_report_section(results, tiny_cfg, tmp_path):
     cur = {"param": "N", "x": [1, 4], "tokens": [60.0, 240.0], "scored_tokens": [None, None], "value": [0.2, 0.3],
            "ci_low": [0.1, 0.2], "ci_high": [0.3, 0.4]}
@@ -94,9 +109,9 @@ def test_report_main_writes_markdown_plots_and_reference_row(tiny_cfg, tmp_path,
     evaluate.main(tiny_cfg)
     out = report.main(tiny_cfg)
     assert paths.report_html.exists()
-    for name in ("scaling", "top_k", "scores", "training"):
+    for name in ("scaling", "top_k", "scores", "training", "confidence"):
         assert_png(paths.plots / f"{name}.png")
-    assert out["plots"] == 4
+    assert out["plots"] == 5
     md = paths.report_md.read_text()
     res = json.loads(paths.results.read_text())
     best, lo = res["metrics"]["best_of_n"]["value"], res["metrics"]["best_of_n"]["ci_low"]

@@ -132,6 +132,15 @@ def split_val(train: list[Problem], val_size: int, seed: int) -> tuple[list[Prob
             f"config key 'data.val_size' is {val_size}: it must be >= 0 and leave train problems "
             f"(train has {len(train)})"
         )
+    if 2 * val_size > len(train):
+        # An error, not a warning: val_size comes from a preset sized for thousands of problems, so on a small
+        # folder of one's own it silently leaves the generator and the verifier a few problems to learn from
+        # (issue 46: 20 of 24), and a warning would scroll past (every stage reloads the split).
+        raise GsmvError(
+            f"config key 'data.val_size' is {val_size}: val would take {val_size} of the {len(train)} train "
+            f"problems, more than half; set data.val_size={max(1, len(train) // 5)} "
+            f"(at most {len(train) // 2})"
+        )
     chosen = set(random.Random(seed).sample(range(len(train)), val_size))
     rest = [p for i, p in enumerate(train) if i not in chosen]
     val = [p for i, p in enumerate(train) if i in chosen]

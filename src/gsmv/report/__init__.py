@@ -148,13 +148,73 @@ def _curves_section(results: dict, rel: dict[str, str | None]) -> list[str]:
         lines += [f"![accuracy vs N]({rel['scaling']})", ""]
     lines += ["Verifier best-of-N and majority vote over N are exact expectations over all N-subsets of the samples "
               "(verifier score ties and vote ties are split evenly).", "",
-              _curve_table(results, ["best_of_n", "majority_vote", "pass_at_k"], "N"), ""]
+              _curve_table(results, [k for k in ("best_of_n", "majority_vote", "weighted_vote", "pass_at_k")
+                                     if k in results["curves"]], "N"), ""]
     if "top_k_voting" in results["curves"]:
         lines += ["## Verifier top-k voting (paper Fig. 7b)", ""]
         if rel.get("top_k"):
             lines += [f"![top-k voting]({rel['top_k']})", ""]
         lines += ["The k samples the verifier ranks highest vote on the final answer.", "",
                   _curve_table(results, ["top_k_voting"], "k"), ""]
+    return lines
+
+
+def _steps_section(results: dict) -> list[str]:
+    """Step-level results (gsmv.steps): each aggregation's best-of-N and AUC, localization against its baselines."""
+    st = results.get("steps") or {}
+    n = results["n_samples"]
+    lines = ["## Step by step", ""]
+    if "aggregates" not in st:
+        return lines + [f"Not measured: {st.get('note', 'no per-token values')}.", ""]
+    lines += [f"Scores aggregated over the values at step ends and the final token (`score.aggregate`; this run "
+              f"ranks by `{results.get('aggregate', 'last')}`):", ""]
+    rows = [[how, _cell("best_of_n", a["best_of_n"]), "-" if a["auc"] is None else f"{a['auc']:.3f}",
+             "-" if a["auc_within"] is None else f"{a['auc_within']:.3f}"] for how, a in st["aggregates"].items()]
+    lines += [_md_table(["aggregation", f"best-of-{n} [95% CI]", "AUC (pooled)", "AUC (within problem)"], rows), ""]
+    loc = st.get("localization")
+    if loc:
+        t = loc.get("threshold")
+        if t is not None:
+            how = f"threshold {t:.4f} chosen on val"
+        elif loc.get("threshold_from"):
+            how = "no threshold: val had no correct or no erroneous sample, so the verifier predicts the first step"
+        else:
+            how = "no val scores to choose a threshold on (the verifier row is left out)"
+        lines += [f"First-error localization (ProcessBench's F1; {how}; {loc['unlabelled']} of {loc['samples']} samples with right steps but a wrong answer are "
+                  f"left out; {pct(loc['first_step_share'])}% of erroneous samples go wrong at the first step):", ""]
+        rows = []
+        for subset in ("all", "balanced"):
+            for name, m in loc[subset].items():
+                rows.append([subset, name, _cell("f1", m["f1"]), _cell("a", m["acc_erroneous"]),
+                             _cell("b", m["acc_correct"]), f"{m['erroneous']} / {m['correct']}"])
+        lines += [_md_table(["samples", "predictor", "F1 [95% CI]", "erroneous acc.", "correct acc.",
+                             "erroneous / correct"], rows), ""]
+        sa = st.get("step_auc") or {}
+        fmt = {k: "-" if v is None else f"{v:.3f}" for k, v in sa.items()}
+        lines += [f"Step AUC (each step end's value against its prefix being right): pooled {fmt.get('pooled')}, "
+                  f"within a problem {fmt.get('within')}; first step within a problem {fmt.get('first_step_within')}.",
+                  ""]
+    return lines
+
+
+def _confidence_section(results: dict, rel: dict[str, str | None]) -> list[str]:
+    sel = results.get("selective")
+    if not sel:
+        return []
+    lines = ["## Confidence you can act on", ""]
+    if rel.get("confidence"):
+        lines += [f"![selective answering and calibration]({rel['confidence']})", ""]
+    names = {"verifier": "verifier's mean value", "vote_share": "vote share"}
+    header = ["signal", *[f"{100 * c:.0f}%" for c in sel["coverage"]]]
+    rows = [[names.get(k, k), *[f"{pct(v)} [{pct(lo)}, {pct(hi)}]" for v, lo, hi in
+                                zip(cur["value"], cur["ci_low"], cur["ci_high"], strict=True)]]
+            for k, cur in sel["signals"].items()]
+    lines += ["Accuracy of the majority-vote answer on the share of problems each signal is surest of:", "",
+              _md_table(header, rows), ""]
+    cal = results.get("calibration")
+    if cal:
+        lines += [f"Calibration of the verifier's score over all test samples: ECE {cal['ece']:.3f}, "
+                  f"Brier {cal['brier']:.3f}.", ""]
     return lines
 
 
@@ -196,6 +256,7 @@ def build_markdown(cfg: RunConfig, results: dict, reference: dict | None, plots:
                    runs: dict[str, tuple[dict, dict]]) -> str:
     rel = {k: (f"plots/{p.name}" if p is not None else None) for k, p in plots.items()}
     lines = _results_section(cfg, results, reference) + _curves_section(results, rel)
+    lines += _steps_section(results) + _confidence_section(results, rel)
     if results.get("budget"):
         lines += _budget_section(results["budget"], rel)
     if rel.get("scores"):
@@ -250,6 +311,8 @@ def main(cfg: RunConfig) -> dict:
         if len(runs) > 1 else None,
         "budget": plots.plot_budget(results, paths.plots / "budget.png") if results.get("budget") else None,
         "train_size": plots.plot_train_size(sizes, paths.plots / "train_size.png") if sizes else None,
+        "confidence": plots.plot_confidence(results, paths.plots / "confidence.png") if results.get("selective")
+        else None,
     }
     atomic_write_text(paths.report_md, build_markdown(cfg, results, reference, written, runs))
 

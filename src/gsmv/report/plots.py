@@ -19,7 +19,7 @@ from gsmv.artifacts import atomic_write_bytes
 from gsmv.formatting import label as metric_label
 
 COLORS = {"best_of_n": "tab:green", "majority_vote": "tab:blue", "pass_at_k": "tab:gray", "top_k_voting": "tab:purple",
-          "test@1": "tab:red"}
+          "test@1": "tab:red", "weighted_vote": "tab:olive"}
 
 
 def _figure(w: float = 6.4, h: float = 4.2, ncols: int = 1) -> tuple[Figure, list]:
@@ -85,6 +85,8 @@ def plot_scaling(results: Mapping, path: str | Path) -> Path:
         _curve(ax, curves["best_of_n"], metric_label("best_of_n"), COLORS["best_of_n"])
     if "majority_vote" in curves:
         _curve(ax, curves["majority_vote"], metric_label("majority_vote"), COLORS["majority_vote"], marker="^")
+    if "weighted_vote" in curves:
+        _curve(ax, curves["weighted_vote"], metric_label("weighted_vote"), COLORS["weighted_vote"], marker="v")
     _hline(ax, results["metrics"].get("test@1"), metric_label("test@1"), COLORS["test@1"])
     _log_x(ax, curves.get("pass_at_k", {}).get("x", [1]))
     return _finish_accuracy(fig, ax, path, xlabel="number of samples N (log scale)",
@@ -125,6 +127,37 @@ def plot_budget(results: Mapping, path: str | Path) -> Path:
     ax.set_xscale("log")
     return _finish_accuracy(fig, ax, path, xlabel="generated tokens per problem (log scale)",
                             title=f"{results.get('run', '')}: accuracy at equal cost ({b['problems']} problems)")
+
+
+def plot_confidence(results: Mapping, path: str | Path) -> Path:
+    """Left: selective answering (answer the majority vote on the share of problems ranked surest; accuracy of
+    those answered) by the verifier's mean value and by vote share. Right: the verifier's reliability diagram."""
+    fig, (ax, bx) = _figure(11.0, 4.2, ncols=2)
+    sel = results["selective"]
+    x = 100.0 * np.asarray(sel["coverage"], dtype=float)
+    names = {"verifier": ("verifier's mean value", COLORS["best_of_n"]), "vote_share": ("vote share", COLORS["majority_vote"])}
+    for key, cur in sel["signals"].items():
+        name, color = names.get(key, (key, None))
+        _curve(ax, {**cur, "x": x}, name, color)
+    ax.set_xlabel("% of test problems answered (surest first)")
+    ax.set_ylabel("% of the answered problems right")
+    ax.set_title("selective answering (majority-vote answer)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    cal = results.get("calibration")
+    if cal:
+        bins = cal["bins"]
+        bx.plot([0, 1], [0, 1], ls="--", lw=1, color="tab:gray", label="perfect calibration")
+        bx.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], marker="o", color=COLORS["best_of_n"],
+                label=f"verifier (ECE {cal['ece']:.3f}, Brier {cal['brier']:.3f})")
+        bx.set_xlabel("predicted P(correct) (bin mean)")
+        bx.set_ylabel("share of samples correct")
+        bx.set_title("reliability of the verifier's score (test samples)")
+        bx.grid(alpha=0.3)
+        bx.legend(fontsize=8)
+    else:
+        bx.set_axis_off()
+    return _save(fig, path)
 
 
 def _num(rec: Mapping, *keys: str) -> float | None:
