@@ -64,4 +64,6 @@ def test_first_screen_has_what_it_does_the_results_and_the_set_up():
 
 
 def test_readme_stays_short():
-    assert len(README.read_text().splitlines()) <= 260  # the research log lives in docs/research/
+    # The research log lives in docs/research/, the paper's differences in docs/paper.md; issue 46 raised 260 to
+    # 300 for what a newcomer needs in README itself: the glossary and "Your own problems" (45 lines).
+    assert len(README.read_text().splitlines()) <= 300

@@ -255,6 +255,7 @@ def _build(verifier_dir: str | Path, to: str, max_len: int | None) -> tuple[Any,
     # The tokenizer cuts like `gsmv score` (keep the last `limit` tokens) when asked to truncate, and pads on the
     # right (left padding would shift Llama's positions).
     tok.truncation_side, tok.padding_side = "left", "right"
+    tok.init_kwargs["truncation_side"] = "left"  # save_pretrained keeps only init kwargs, and this is one
     if limit is not None:
         tok.model_max_length = limit
     return model.eval(), tok, limit

@@ -312,13 +312,74 @@ def _vote_share(codes: np.ndarray, weights: np.ndarray, correct: np.ndarray, U: 
 # --------------------------------------------------------------------------- a run's splits
 
 
-def read_split_steps(cfg: Any, split: str, problems: list, with_truth: bool
-                     ) -> tuple[SampleSteps, np.ndarray] | str:
-    """(the steps of every scored sample of `split`, their sample indices) from samples/<split> and
-    scores/<split>; or, when that cannot be done, a one-line reason (no scores, no per-token values)."""
-    from gsmv.artifacts import RunPaths, list_shards, read_shards
+@dataclass
+class SplitSamples:
+    """One split's samples (shard order), each with its steps: where they end (token index) and their truth."""
+
+    keys: list[tuple[str, int]]  # (problem_id, sample_idx)
+    problem: np.ndarray  # int [S]: index into the split's problems
+    correct: np.ndarray  # bool [S]
+    tokens: list[list[int]]
+    ends: list[list[int]]  # token index closing each step
+    ok: list[np.ndarray] | None  # bool per step (None: no step truth)
+
+
+def read_split_samples(cfg: Any, split: str, problems: list, with_truth: bool, limit: int = 0
+                       ) -> SplitSamples | str:
+    """samples/<split> (the first `limit` rows; 0 = all) with each sample's steps; a one-line reason when the
+    run has no tokenizer to find them."""
+    from gsmv.artifacts import RunPaths, read_shards
     from gsmv.data.tasks import reference_values
     from gsmv.token_text import load_tokenizer, token_pieces_batch
+
+    tokenizer = load_tokenizer(cfg.run_dir)
+    if tokenizer is None:
+        return f"{cfg.run_dir}: no tokenizer to find the steps' tokens (generator/final or tokenizer/)"
+    t = read_shards(RunPaths(cfg.run_dir).samples(split), ["problem_id", "sample_idx", "tokens", "text",
+                                                            "is_correct"]).table
+    if limit:
+        t = t.slice(0, limit)
+    index = {p.id: i for i, p in enumerate(problems)}
+    pids = t.column("problem_id").to_pylist()
+    unknown = next((p for p in pids if p not in index), None)
+    if unknown is not None:
+        raise GsmvError(f"{RunPaths(cfg.run_dir).samples(split)}: problem_id {unknown!r} is not in the {split} split")
+    tokens = [list(x or []) for x in t.column("tokens").to_pylist()]
+    texts = [x or "" for x in t.column("text").to_pylist()]
+    pieces = token_pieces_batch(tokenizer, tokens, texts)
+    ends, oks = [], []
+    problem = np.array([index[p] for p in pids], dtype=np.int64)
+    truth = {int(p): reference_values(problems[int(p)]) for p in np.unique(problem)} if with_truth else {}
+    for p, pc in zip(problem, pieces, strict=True):
+        e, results = step_ends(pc) if pc else ([], [])
+        ends.append(e)
+        if with_truth:
+            oks.append(np.array([r in truth[int(p)] for r in results], dtype=bool))
+    return SplitSamples(list(zip(pids, t.column("sample_idx").to_pylist(), strict=True)), problem,
+                        np.array([bool(x) for x in t.column("is_correct").to_pylist()], dtype=bool), tokens, ends,
+                        oks if with_truth else None)
+
+
+def steps_with_values(samples: SplitSamples, final: np.ndarray, token_values: Sequence[np.ndarray]) -> SampleSteps:
+    """SampleSteps of these samples with the values after each of their tokens (NaN: cut off a verifier input
+    longer than max_len, never read; a step past the values' end has none): steps without a value are dropped."""
+    values, oks = [], []
+    for s, (e, tv) in enumerate(zip(samples.ends, token_values, strict=True)):
+        tv = np.asarray(tv if tv is not None else [], dtype=np.float64)
+        keep = [i for i, t in enumerate(e) if t < len(tv) and np.isfinite(tv[t])]
+        values.append(tv[[e[i] for i in keep]] if keep else np.zeros(0))
+        if samples.ok is not None:
+            oks.append(samples.ok[s][keep])
+    return SampleSteps(samples.problem, samples.correct, np.asarray(final, dtype=np.float64), values,
+                       oks if samples.ok is not None else None)
+
+
+def read_split_steps(cfg: Any, split: str, problems: list, with_truth: bool
+                     ) -> tuple[SampleSteps, np.ndarray] | str:
+    """(the steps of every sample of `split` with the verifier's values, their sample indices) from
+    samples/<split> and scores/<split>; or, when that cannot be done, a one-line reason (no scores, no
+    per-token values, no tokenizer)."""
+    from gsmv.artifacts import RunPaths, list_shards, read_shards
 
     paths = RunPaths(cfg.run_dir)
     if not list_shards(paths.scores(split)):
@@ -328,28 +389,19 @@ def read_split_steps(cfg: Any, split: str, problems: list, with_truth: bool
     if sum(len(v or []) for v in tv) == 0:
         return ("the scores hold no per-token values (score.keep_token_values=false, or a verifier that reads "
                 "text in its own vocabulary): rerun `gsmv score` with score.keep_token_values=true")
-    tokenizer = load_tokenizer(cfg.run_dir)
-    if tokenizer is None:
-        return f"{cfg.run_dir}: no tokenizer to find the steps' tokens (generator/final or tokenizer/)"
-    sm = read_shards(paths.samples(split), ["problem_id", "sample_idx", "tokens", "text", "is_correct"]).table
-    where = {k: i for i, k in enumerate(zip(sm.column("problem_id").to_pylist(), sm.column("sample_idx").to_pylist(),
-                                            strict=True))}
-    index = {p.id: i for i, p in enumerate(problems)}
-    keys = list(zip(sc.column("problem_id").to_pylist(), sc.column("sample_idx").to_pylist(), strict=True))
-    missing = next((k for k in keys if k not in where or k[0] not in index), None)
-    if missing is not None:
-        raise GsmvError(f"{paths.scores(split)}: problem {missing[0]} sample {missing[1]} has a score but no "
-                        f"sample in {paths.samples(split)} (rerun `gsmv score`)")
-    rows = np.array([where[k] for k in keys], dtype=np.int64)
-    tokens = sm.column("tokens").take(rows).to_pylist()
-    texts = sm.column("text").take(rows).to_pylist()
-    correct = np.array([bool(x) for x in sm.column("is_correct").take(rows).to_pylist()], dtype=bool)
-    pieces = token_pieces_batch(tokenizer, [list(t or []) for t in tokens], [t or "" for t in texts])
-    problem = np.array([index[k[0]] for k in keys], dtype=np.int64)
-    final = np.asarray(sc.column("score").to_numpy(zero_copy_only=False), dtype=np.float64)
-    truth = [reference_values(p) for p in problems] if with_truth else None
-    steps = sample_steps(problem, correct, final, pieces, tv, truth)
-    return steps, np.array([k[1] for k in keys], dtype=np.int64)
+    samples = read_split_samples(cfg, split, problems, with_truth)
+    if isinstance(samples, str):
+        return samples
+    row = {k: i for i, k in enumerate(zip(sc.column("problem_id").to_pylist(), sc.column("sample_idx").to_pylist(),
+                                          strict=True))}
+    missing = next((k for k in samples.keys if k not in row), None)
+    if missing is not None or len(row) != len(samples.keys):
+        what = f"problem {missing[0]} sample {missing[1]} has no score" if missing else "scores without a sample"
+        raise GsmvError(f"{paths.scores(split)}: {what} (rerun `gsmv score`)")
+    order = np.array([row[k] for k in samples.keys], dtype=np.int64)
+    final = np.asarray(sc.column("score").to_numpy(zero_copy_only=False), dtype=np.float64)[order]
+    steps = steps_with_values(samples, final, [tv[i] for i in order])
+    return steps, np.array([k[1] for k in samples.keys], dtype=np.int64)
 
 
 # --------------------------------------------------------------------------- results.json's "steps"
