@@ -24,7 +24,7 @@ def test_entries_say_what_for_how_long_and_what_they_need():
         assert info.time == "not measured" or info.time.endswith((" s", "min", "h")), (name, info.time)
     # Only what never ran on a GPU is unmeasured: every CPU preset has a time (issue 46: smoke-synth had none).
     unmeasured = {name for name, info in PRESETS.items() if info.time == "not measured"}
-    assert unmeasured == {"gpu-gpt2", "gpu-qwen2.5-0.5b"}
+    assert unmeasured == {"gpu-gpt2", "gpu-qwen2.5-0.5b", "gpu-smollm2"}
 
 
 def test_gsmv_presets_prints_one_line_per_shipped_preset():

@@ -32,6 +32,8 @@ PRESETS: dict[str, PresetInfo] = {
                             "42 min", "GSM8K (../shared/data/gsm8k or the hub)"),
     "gpu-gpt2": PresetInfo("GPT-2 (124M) with the paper's settings; never run on a GPU yet",
                            "not measured", "GPU, hub download, vLLM"),
+    "gpu-smollm2": PresetInfo("SmolLM2-135M as generator and its own verifier on synth (issue 45's recipe); "
+                              "never run on a GPU yet", "not measured", "GPU, a model download (hub, else PyPI; .[gguf])"),
     "gpu-qwen2.5-0.5b": PresetInfo("Qwen2.5-0.5B, bf16, the paper's settings; never run on a GPU yet",
                                    "not measured", "GPU, hub download, vLLM"),
 }
