@@ -46,16 +46,31 @@ results.json (schema_version 2; every accuracy is a fraction in [0, 1] rounded t
      "n_problems": int, "n_samples": int,
      "units": "fraction",
      "bootstrap": {"resamples": int, "seed": int, "level": 0.95, "method": str},
+     "aggregate": score.aggregate, what best-of-N and top-k voting ranked by (gsmv.steps; "last" = the paper's),
      "metrics": {name: {"value": float, "ci_low": float|null, "ci_high": float|null} | null, ...}
         names: "test@1" (null without greedy samples), "pass@1", "majority_vote", "best_of_n" (N = n),
+               "weighted_vote" (score-weighted vote over all n, gsmv.steps.weighted_vote_at),
+               "test@1_lm_eval_strict"/"_flexible" (lm-evaluation-harness's gsm8k grading rules applied to
+               gsmv's calculator-assisted greedy sample: not the harness's own number, which decodes without
+               the calculator),
                "oracle" (pass@n), "verifier_auc", "verifier_auc_within" (null when undefined),
                "pass@1_strict", "best_of_n_strict" (with CIs), "false_positive_rate",
                "best_of_n_false_positive" (no CI); the last four null without step-level truth
      "curves": {name: {"x": [int], "value": [float], "ci_low": [float|null], "ci_high": [float|null]}}
-        names: "pass_at_k" (x = k), "best_of_n" (x = N), "majority_vote" (x = N), "top_k_voting" (x = k)
+        names: "pass_at_k" (x = k), "best_of_n" (x = N), "majority_vote" (x = N), "top_k_voting" (x = k),
+               "weighted_vote" (x = N; exact at N = n, a Monte Carlo mean over random N-subsets below)
      "diagnostics": {"answered": fraction of samples with a final answer, "finished": fraction that
                      stopped at EOS (null if unknown), "mean_tokens": float|null,
-                     "greedy_answered": float|null}}
+                     "greedy_answered": float|null, "weighted_vote_mc_se": the weighted vote curve's
+                     largest Monte Carlo standard error|null},
+     "selective": {"answer": "majority vote", "coverage": [fraction answered],
+                   "signals": {"verifier" (mean score of the problem's samples) | "vote_share":
+                               {"value": [...], "ci_low": [...], "ci_high": [...]}}},
+     "calibration": {"ece", "brier", "bins": [{"low", "high", "count", "confidence", "accuracy"}]} | null,
+     "steps": gsmv.steps.run_steps' section: {"aggregates": {last|min|product|mean: {"best_of_n", "auc",
+              "auc_within"}}, "steps_per_sample", on tasks with step truth "localization" (threshold from
+              val, F1 and both accuracies of the verifier and its baselines on all and balanced samples) and
+              "step_auc"} or {"note": why not (no per-token values)}}
 
 "budget" (only when value-guided search ran, search.enabled): accuracy against generated tokens per
 problem on the test problems search ran on (see budget()):
