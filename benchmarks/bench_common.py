@@ -34,3 +34,20 @@ def gsm8k_tokenizer(vocab: int):
         rec = json.loads(line)
         texts += [rec["question"] + "\n", rec["answer"]]
     return train_tokenizer(texts, vocab)
+
+
+def print_speed_table(results: list[tuple[str, int, int, float]], flops_per_token: float, roof: float) -> dict:
+    """The samplers' table (method, batch, tokens, seconds, tokens/s, ratio to the first row, GFLOP/s, share of
+    the matmul roofline) printed in markdown; returns tokens/s by method name (without its parenthesis)."""
+    ours = results[0][2] / results[0][3]
+    w = max(34, *(len(r[0]) for r in results))
+    print()
+    print(f"| {'method':<{w}} | batch | tokens | seconds | tokens/s | vs ours | GFLOP/s | % roofline |")
+    print(f"|{'-' * (w + 2)}|------:|-------:|--------:|---------:|--------:|--------:|-----------:|")
+    for name, batch, n, secs in results:
+        tps = n / secs
+        gf = tps * flops_per_token / 1e9
+        print(f"| {name:<{w}} | {batch:>5} | {n:>6} | {secs:>7.1f} | {tps:>8.0f} | {tps / ours:>7.3f} | "
+              f"{gf:>7.1f} | {100 * gf / roof:>9.1f}% |")
+    return {name.split(" (")[0]: n / secs for name, _, n, secs in results}
+

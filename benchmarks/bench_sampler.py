@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 
 import torch
-from bench_common import matmul_gflops
+from bench_common import matmul_gflops, print_speed_table
 
 from gsmv.config import ModelConfig
 from gsmv.data.gsm8k import format_prompt
@@ -182,15 +182,7 @@ def main() -> None:
         results += ctranslate2_rows(model, tok, reqs, L, args.temperature, args.batch_size, torch.get_num_threads())
 
     ours = results[0][2] / results[0][3]
-    print()
-    print(f"| {'method':<34} | batch | tokens | seconds | tokens/s | vs ours | GFLOP/s | % roofline |")
-    print(f"|{'-' * 36}|------:|-------:|--------:|---------:|--------:|--------:|-----------:|")
-    for name, batch, n, secs in results:
-        tps = n / secs
-        gf = tps * flops_per_token / 1e9
-        print(f"| {name:<34} | {batch:>5} | {n:>6} | {secs:>7.1f} | {tps:>8.0f} | {tps / ours:>7.3f} | "
-              f"{gf:>7.1f} | {100 * gf / roof:>9.1f}% |")
-    by = {name.split(" (")[0]: n / secs for name, _, n, secs in results}
+    by = print_speed_table(results, flops_per_token, roof)
     if "HF generate" in by:
         print(f"\nspeed-up over HF generate: {ours / by['HF generate']:.1f}x (target >= 5x)")
     if "reference method" in by:

@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 import torch
-from bench_common import matmul_gflops
+from bench_common import matmul_gflops, print_speed_table
 
 from gsmv.config import load_config
 from gsmv.data.gsm8k import format_prompt
@@ -145,15 +145,7 @@ def main() -> None:
                                     torch.get_num_threads(), args.ct2_quant)
 
     ours = results[0][2] / results[0][3]
-    print()
-    print(f"| {'method':<36} | batch | tokens | seconds | tokens/s | vs ours | GFLOP/s | % roofline |")
-    print(f"|{'-' * 38}|------:|-------:|--------:|---------:|--------:|--------:|-----------:|")
-    for name, batch, n, secs in results:
-        tps = n / secs
-        gf = tps * flops_per_token / 1e9
-        print(f"| {name:<36} | {batch:>5} | {n:>6} | {secs:>7.1f} | {tps:>8.0f} | {tps / ours:>7.3f} | "
-              f"{gf:>7.1f} | {100 * gf / roof:>9.1f}% |")
-    by = {name.split(" (")[0]: n / secs for name, _, n, secs in results}
+    by = print_speed_table(results, flops_per_token, roof)
     if "HF generate" in by:
         print(f"\nspeed-up over HF generate: {ours / by['HF generate']:.2f}x (target >= 3x)")
     if "CTranslate2 int8" in by:
