@@ -45,7 +45,7 @@ import numpy as np
 from gsmv.errors import GsmvError
 
 AGGREGATES = ("last", "min", "product", "mean")
-WEIGHTED_VOTE_SUBSETS = 1000
+WEIGHTED_VOTE_SUBSETS = 200
 # Random orders drawn in all (problems x subsets x n) at most: evaluate at 1,319 x 3,200 samples stays in its
 # time; the Monte Carlo error that leaves is reported beside the curve.
 WEIGHTED_VOTE_WORK = 50_000_000
@@ -57,15 +57,40 @@ WEIGHTED_VOTE_WORK = 50_000_000
 def step_ends(pieces: Sequence[str]) -> tuple[list[int], list[str]]:
     """(the index of the token that closes each annotation, the annotation's result) from a sample's token
     texts (gsmv.token_text.token_pieces_batch); offsets are taken in the pieces' own joined text."""
-    from gsmv.data.calculator import find_annotations
+    ends, results = step_ends_batch([list(pieces)])
+    return ends[0], results[0]
 
-    text = "".join(pieces)
-    ends = np.cumsum([len(p) for p in pieces])  # char offset after each token
-    found = find_annotations(text)
-    # Token k covers chars [ends[k-1], ends[k]); an annotation ending before char a.end closes in the first
-    # token whose end reaches a.end.
-    idx = np.searchsorted(ends, [a.end for a in found], side="left") if found else np.zeros(0, dtype=np.int64)
-    return [int(i) for i in idx], [a.result.strip() for a in found]
+
+# Between two samples' texts in step_ends_batch: no annotation can contain `<` or `>` (calculator.ANNOTATION_RE), nor
+# start with `<>`, so none spans it or begins in it.
+_SEPARATOR = "<>"
+
+
+def step_ends_batch(pieces: Sequence[Sequence[str] | None]) -> tuple[list[list[int]], list[list[str]]]:
+    """step_ends for many samples at once (None: a sample whose tokens could not be decoded, no steps): one regex
+    pass over all texts joined and one search of the token ends, so a run's 50,000 test samples take a second
+    rather than one numpy round trip per sample. Token k of a sample covers chars [end(k-1), end(k)); an
+    annotation closes in the first token whose end reaches the annotation's end."""
+    from gsmv.data.calculator import ANNOTATION_RE
+
+    parts: list[str] = []
+    first = np.zeros(len(pieces), dtype=np.int64)  # global index of each sample's first piece
+    for s, pc in enumerate(pieces):
+        first[s] = len(parts)
+        parts.extend(pc or ())
+        parts.append(_SEPARATOR)
+    ends = np.cumsum(np.fromiter(map(len, parts), dtype=np.int64, count=len(parts)))
+    found = list(ANNOTATION_RE.finditer("".join(parts)))
+    out_ends: list[list[int]] = [[] for _ in pieces]
+    out_results: list[list[str]] = [[] for _ in pieces]
+    if not found:
+        return out_ends, out_results
+    g = np.searchsorted(ends, np.fromiter((m.end() for m in found), dtype=np.int64, count=len(found)), side="left")
+    sample = np.searchsorted(first, g, side="right") - 1
+    for m, s, k in zip(found, sample.tolist(), (g - first[sample]).tolist(), strict=True):
+        out_ends[s].append(k)
+        out_results[s].append(m.group("result").strip())
+    return out_ends, out_results
 
 
 @dataclass
@@ -89,8 +114,8 @@ def sample_steps(problem: np.ndarray, correct: np.ndarray, final: np.ndarray, pi
     values (None: no step truth). A sample whose tokens cannot be decoded into its text, or whose values do
     not reach a step's end (a verifier input cut at max_len), keeps the steps that have a value."""
     values, oks = [], []
-    for s, (pc, tv) in enumerate(zip(pieces, token_values, strict=True)):
-        idx, results = step_ends(pc) if pc else ([], [])
+    all_ends, all_results = step_ends_batch(pieces)
+    for s, (idx, results, tv) in enumerate(zip(all_ends, all_results, token_values, strict=True)):
         tv = np.asarray(tv if tv is not None else [], dtype=np.float64)
         # NaN: a token cut off a verifier input longer than max_len (never read); past the end: not scored.
         keep = [i for i, t in enumerate(idx) if t < len(tv) and np.isfinite(tv[t])]
@@ -110,18 +135,23 @@ def aggregate(values: Sequence[np.ndarray], final: np.ndarray, how: str) -> np.n
     if how not in AGGREGATES:
         raise GsmvError(f"score.aggregate is '{how}': valid values are {', '.join(AGGREGATES)}")
     final = np.asarray(final, dtype=np.float64)
-    if how == "last":
+    if how == "last" or len(final) == 0:
         return final.copy()
-    out = np.empty(len(final))
-    for s, v in enumerate(values):
-        allv = np.append(v, final[s])
-        if how == "min":
-            out[s] = allv.min()
-        elif how == "mean":
-            out[s] = allv.mean()
-        else:
-            out[s] = np.prod(np.clip(allv, 0.0, 1.0))
-    return out
+    # One flat array, each sample's step values then its final value, reduced segment by segment (every
+    # segment holds at least the final value).
+    counts = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
+    starts = np.concatenate([[0], np.cumsum(counts + 1)[:-1]])
+    last = starts + counts
+    flat = np.empty(int(counts.sum()) + len(final))
+    steps = np.ones(len(flat), dtype=bool)
+    steps[last] = False
+    flat[steps] = np.concatenate(values) if counts.sum() else np.zeros(0)
+    flat[last] = final
+    if how == "min":
+        return np.minimum.reduceat(flat, starts)
+    if how == "mean":
+        return np.add.reduceat(flat, starts) / (counts + 1)
+    return np.multiply.reduceat(np.clip(flat, 0.0, 1.0), starts)
 
 
 def aggregate_sequences(tokenizer: Any, solutions: Sequence[Sequence[int]], values: Sequence[np.ndarray],
@@ -272,41 +302,45 @@ def weighted_vote_at(scores: np.ndarray, codes: np.ndarray, code_correct: np.nda
     standard error of the mean over problems, largest over N). scores, codes [P, n] (codes < 0: no answer);
     code_correct [P, U]. Exact at N = n; a mean over `subsets` random N-subsets below (module docstring)."""
     scores = np.clip(np.asarray(scores, dtype=np.float64), 0.0, None)
+    codes = np.asarray(codes)
     P, n = scores.shape
-    U = code_correct.shape[1]
+    for N in ns:
+        if not 1 <= N <= n:
+            raise ValueError(f"N={N} must be in [1, n={n}]")
     if subsets is None:
         subsets = int(np.clip(WEIGHTED_VOTE_WORK // max(P * n, 1), 16, WEIGHTED_VOTE_SUBSETS))
     out = np.zeros((len(ns), P))
-    se = np.zeros(len(ns))
+    var = np.zeros(len(ns))
     rng = np.random.default_rng(seed)
-    for p in range(P):
-        perm = np.argsort(rng.random((subsets, n)), axis=1)
-        c, w = codes[p][perm], scores[p][perm]  # [subsets, n] in a random order
+    chunk = max(1, 50_000 // subsets)  # problems whose subsets are voted together
+    for lo in range(0, P, chunk):
+        ps = np.arange(lo, min(P, lo + chunk))
+        # Every problem gets its own random orders; an N-subset is the first N of one (a shuffle: O(n) a row).
+        perm = rng.permuted(np.broadcast_to(np.arange(n), (len(ps) * subsets, n)), axis=1)
+        rows = np.repeat(ps, subsets)
+        c, w = codes[rows[:, None], perm], scores[rows[:, None], perm]
         for r, N in enumerate(ns):
-            if not 1 <= N <= n:
-                raise ValueError(f"N={N} must be in [1, n={n}]")
             if N == n:
-                got = _vote_share(codes[p][None], scores[p][None], code_correct[p], U)[0]
-                out[r, p] = got
+                out[r, ps] = _vote_share(codes[ps], scores[ps], code_correct[ps])
                 continue
-            got = _vote_share(c[:, :N], w[:, :N], code_correct[p], U)
-            out[r, p] = got.mean()
-            se[r] += got.var() / subsets  # variance of this problem's mean; summed, then / P^2 below
-    return out, float(np.sqrt(se.max()) / P) if P else 0.0
+            got = _vote_share(c[:, :N], w[:, :N], code_correct[rows]).reshape(len(ps), subsets)
+            out[r, ps] = got.mean(axis=1)
+            var[r] += (got.var(axis=1) / subsets).sum()  # each problem's mean's variance; / P^2 below
+    return out, float(np.sqrt(var.max()) / P) if P else 0.0
 
 
-def _vote_share(codes: np.ndarray, weights: np.ndarray, correct: np.ndarray, U: int) -> np.ndarray:
-    """[rows]: the share of the answers tied for the largest weight sum that are correct (0 when none voted)."""
-    rows = codes.shape[0]
+def _vote_share(codes: np.ndarray, weights: np.ndarray, correct: np.ndarray) -> np.ndarray:
+    """[rows]: the share of the answers tied for the largest weight sum that are correct (0 when none voted);
+    correct [rows, U]: which answer codes are right for each row's problem."""
+    rows, U = codes.shape[0], correct.shape[1]
     voted = codes >= 0
     flat = (codes + U * np.arange(rows)[:, None])[voted]
     sums = np.bincount(flat, weights=weights[voted], minlength=rows * U).reshape(rows, U)
     has = np.bincount(flat, minlength=rows * U).reshape(rows, U) > 0
     sums = np.where(has, sums, -np.inf)
-    top = sums.max(axis=1, keepdims=True)
-    lead = has & (sums == top)
+    lead = has & (sums == sums.max(axis=1, keepdims=True))
     n_lead = lead.sum(axis=1)
-    return np.where(n_lead > 0, (lead & correct[None]).sum(axis=1) / np.maximum(n_lead, 1), 0.0)
+    return np.where(n_lead > 0, (lead & correct).sum(axis=1) / np.maximum(n_lead, 1), 0.0)
 
 
 # --------------------------------------------------------------------------- a run's splits
@@ -324,15 +358,15 @@ class SplitSamples:
     ok: list[np.ndarray] | None  # bool per step (None: no step truth)
 
 
-def read_split_samples(cfg: Any, split: str, problems: list, with_truth: bool, limit: int = 0
-                       ) -> SplitSamples | str:
-    """samples/<split> (the first `limit` rows; 0 = all) with each sample's steps; a one-line reason when the
-    run has no tokenizer to find them."""
+def read_split_samples(cfg: Any, split: str, problems: list, with_truth: bool, limit: int = 0,
+                       tokenizer: Any = None) -> SplitSamples | str:
+    """samples/<split> (the first `limit` rows; 0 = all) with each sample's steps, found with `tokenizer` (default:
+    the run's, gsmv.token_text.load_tokenizer); a one-line reason when the run has none."""
     from gsmv.artifacts import RunPaths, read_shards
     from gsmv.data.tasks import reference_values
-    from gsmv.token_text import load_tokenizer, token_pieces_batch
+    from gsmv.token_text import load_decoder, token_pieces_batch
 
-    tokenizer = load_tokenizer(cfg.run_dir)
+    tokenizer = tokenizer if tokenizer is not None else load_decoder(cfg.run_dir)
     if tokenizer is None:
         return f"{cfg.run_dir}: no tokenizer to find the steps' tokens (generator/final or tokenizer/)"
     t = read_shards(RunPaths(cfg.run_dir).samples(split), ["problem_id", "sample_idx", "tokens", "text",
@@ -346,15 +380,13 @@ def read_split_samples(cfg: Any, split: str, problems: list, with_truth: bool, l
         raise GsmvError(f"{RunPaths(cfg.run_dir).samples(split)}: problem_id {unknown!r} is not in the {split} split")
     tokens = [list(x or []) for x in t.column("tokens").to_pylist()]
     texts = [x or "" for x in t.column("text").to_pylist()]
-    pieces = token_pieces_batch(tokenizer, tokens, texts)
-    ends, oks = [], []
+    ends, all_results = step_ends_batch(token_pieces_batch(tokenizer, tokens, texts))
     problem = np.array([index[p] for p in pids], dtype=np.int64)
-    truth = {int(p): reference_values(problems[int(p)]) for p in np.unique(problem)} if with_truth else {}
-    for p, pc in zip(problem, pieces, strict=True):
-        e, results = step_ends(pc) if pc else ([], [])
-        ends.append(e)
-        if with_truth:
-            oks.append(np.array([r in truth[int(p)] for r in results], dtype=bool))
+    oks = []
+    if with_truth:
+        truth = {int(p): reference_values(problems[int(p)]) for p in np.unique(problem)}
+        oks = [np.array([r in truth[p] for r in results], dtype=bool)
+               for p, results in zip(problem.tolist(), all_results, strict=True)]
     return SplitSamples(list(zip(pids, t.column("sample_idx").to_pylist(), strict=True)), problem,
                         np.array([bool(x) for x in t.column("is_correct").to_pylist()], dtype=bool), tokens, ends,
                         oks if with_truth else None)
@@ -374,7 +406,7 @@ def steps_with_values(samples: SplitSamples, final: np.ndarray, token_values: Se
                        oks if samples.ok is not None else None)
 
 
-def read_split_steps(cfg: Any, split: str, problems: list, with_truth: bool
+def read_split_steps(cfg: Any, split: str, problems: list, with_truth: bool, tokenizer: Any = None
                      ) -> tuple[SampleSteps, np.ndarray] | str:
     """(the steps of every sample of `split` with the verifier's values, their sample indices) from
     samples/<split> and scores/<split>; or, when that cannot be done, a one-line reason (no scores, no
@@ -389,7 +421,7 @@ def read_split_steps(cfg: Any, split: str, problems: list, with_truth: bool
     if sum(len(v or []) for v in tv) == 0:
         return ("the scores hold no per-token values (score.keep_token_values=false, or a verifier that reads "
                 "text in its own vocabulary): rerun `gsmv score` with score.keep_token_values=true")
-    samples = read_split_samples(cfg, split, problems, with_truth)
+    samples = read_split_samples(cfg, split, problems, with_truth, tokenizer=tokenizer)
     if isinstance(samples, str):
         return samples
     row = {k: i for i, k in enumerate(zip(sc.column("problem_id").to_pylist(), sc.column("sample_idx").to_pylist(),
@@ -471,9 +503,11 @@ def run_steps(cfg: Any, data: Any, *, truth: bool, bootstrap: int, seed: int) ->
     aggregation's scores [P, n]; {} for those where the run has no per-token values (the section then says
     why in "note"). `truth`: the task has step-level truth (localization and step AUC)."""
     from gsmv.metrics import auc, auc_within, best_of_n, bootstrap_ci
+    from gsmv.token_text import load_decoder
 
     P, n = data.correct.shape
-    got = read_split_steps(cfg, "test", data.problems, truth)
+    tok = load_decoder(cfg.run_dir)  # once for test and val
+    got = read_split_steps(cfg, "test", data.problems, truth, tokenizer=tok)
     if isinstance(got, str):
         return {"note": got}, {}
     test, sidx = got
@@ -491,7 +525,7 @@ def run_steps(cfg: Any, data: Any, *, truth: bool, bootstrap: int, seed: int) ->
     section["steps_per_sample"] = _round(float(np.mean([len(v) for v in test.values])))
     if truth:
         val = None
-        vgot = read_split_steps(cfg, "val", _val_problems(cfg), True)
+        vgot = read_split_steps(cfg, "val", _val_problems(cfg), True, tokenizer=tok)
         if isinstance(vgot, str):
             section["note"] = f"localization threshold not chosen: {vgot}"
         else:

@@ -31,6 +31,35 @@ def load_tokenizer(run_dir: str | Path) -> Any | None:
     return None
 
 
+class _FastTokenizer:
+    """A tokenizer.json read by the `tokenizers` library alone: what token pieces need (batched decode and encode)
+    without importing transformers (5 s of imports, 20 times the rest of a run's step reading)."""
+
+    def __init__(self, path: Path):
+        from tokenizers import Tokenizer
+
+        self.backend_tokenizer = Tokenizer.from_file(str(path))
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        return self.backend_tokenizer.encode(text, add_special_tokens=add_special_tokens).ids
+
+
+def load_decoder(run_dir: str | Path) -> Any | None:
+    """The sample ids' tokenizer (as load_tokenizer picks it) for decoding token pieces only: its tokenizer.json
+    through `tokenizers` when it has one (what token_pieces_batch decodes with either way), else load_tokenizer."""
+    paths = RunPaths(run_dir)
+    for folder in (paths.generator_final, paths.verifier_final, paths.tokenizer):
+        if (folder / "tokenizer.json").is_file():
+            try:
+                return _FastTokenizer(folder / "tokenizer.json")
+            except Exception as e:  # noqa: BLE001 - a tokenizer.json tokenizers cannot read: the full loader
+                log.warning("cannot read %s (%s); loading the tokenizer with transformers", folder, e)
+            break
+        if (folder / "tokenizer_config.json").exists():
+            break
+    return load_tokenizer(run_dir)
+
+
 def _batch_decoder(tokenizer: Any):
     """Decode many id lists at once, skipping special tokens and without cleanup of spaces."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
@@ -55,16 +84,20 @@ def _pieces_pass(decode, id_lists: list[list[int]], prefix: list[int]) -> list[l
     """
     head = decode([prefix])[0] if prefix else ""
     uniq = sorted({t for ids in id_lists for t in ids})
-    alone = dict(zip(uniq, decode([prefix + [t] for t in uniq]), strict=True))
+    # Each distinct token's text after the prefix once (None: the prefix's text is not kept), and which hold a
+    # part character: the per-sample work is then a lookup, and the run search only where one occurs.
+    alone = {t: (x[len(head):] if x.startswith(head) else None)
+             for t, x in zip(uniq, decode([prefix + [t] for t in uniq]), strict=True)}
+    partial = {t for t, x in alone.items() if x is not None and "\ufffd" in x}
+    unkept = {t for t, x in alone.items() if x is None}
     out: list[list[str] | None] = []
     runs: list[tuple[int, int, int]] = []  # (sample, first, last) token index of runs to decode together
     for i, ids in enumerate(id_lists):
-        texts = [alone[t] for t in ids]
-        if not all(x.startswith(head) for x in texts):
+        if unkept and not unkept.isdisjoint(ids):
             out.append(None)
             continue
-        pieces = [x[len(head):] for x in texts]
-        j = 0
+        pieces = [alone[t] for t in ids]
+        j = 0 if partial and not partial.isdisjoint(ids) else len(pieces)
         while j < len(pieces):
             if "\ufffd" in pieces[j]:
                 k = j
@@ -74,7 +107,7 @@ def _pieces_pass(decode, id_lists: list[list[int]], prefix: list[int]) -> list[l
                 j = k + 1
             else:
                 j += 1
-        out.append(pieces)
+        out.append(pieces)  # type: ignore[arg-type]
     if runs:
         merged = decode([prefix + id_lists[i][a:b + 1] for i, a, b in runs])
         for (i, a, b), x in zip(runs, merged, strict=True):
