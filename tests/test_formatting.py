@@ -46,3 +46,19 @@ def test_absent_aucs_say_why():
     assert fmt_metric("verifier_auc", {"value": None})[1].startswith("(no test sample is right")
     table = format_table(_results({"verifier_auc_within": None}))
     assert "absent  (no problem has both right and wrong samples)" in table
+
+
+def test_the_table_prints_the_step_level_results_or_why_not():
+    from gsmv.formatting import _steps_lines
+
+    m = {"value": 0.3, "ci_low": 0.2, "ci_high": 0.4}
+    block = {"f1": m, "acc_erroneous": m, "acc_correct": m, "erroneous": 5, "correct": 5}
+    st = {"aggregates": {h: {"best_of_n": m} for h in ("last", "min")},
+          "localization": {"threshold": 0.25, "all": {"verifier": block, "difficulty": block},
+                           "balanced": {"verifier": block, "difficulty": block}},
+          "step_auc": {"pooled": 0.8, "within": 0.7, "first_step_within": None}}
+    text = "\n".join(_steps_lines(st))
+    assert "last:30.0  min:30.0" in text and "F1 balanced: 30.0 [20.0, 40.0], difficulty only 30.0" in text
+    assert "threshold 0.2500 (val)" in text and "within a problem 0.700" in text
+    assert _steps_lines({"note": "no per-token values"}) == ["  step by step: no per-token values"]
+    assert _steps_lines({}) == []

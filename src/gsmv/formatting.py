@@ -127,6 +127,31 @@ def format_table(results: dict) -> str:
         if cur:
             pts = "  ".join(f"{x}:{pct(v)}" for x, v in zip(cur["x"], cur["value"], strict=True))
             lines.append(f"  {label(key, short=True):<13} {pts}")
+    lines += _steps_lines(results.get("steps") or {})
     if results.get("budget"):
         lines += _budget_lines(results["budget"])
     return "\n".join(lines)
+
+
+def _steps_lines(st: dict) -> list[str]:
+    """Step by step (gsmv.steps): best-of-N under each aggregation, localization F1 beside its difficulty-only
+    baseline, step AUC."""
+    if "aggregates" not in st:
+        return [f"  step by step: {st['note']}"] if st.get("note") else []
+    aggs = "  ".join(f"{how}:{pct(a['best_of_n']['value'])}" for how, a in st["aggregates"].items())
+    lines = [f"  {'best-of-N by':<13} {aggs}  (score.aggregate over step-end values)"]
+    loc = st.get("localization")
+    if loc:
+        t = loc.get("threshold")
+        for subset in ("all", "balanced"):
+            v, d = loc[subset].get("verifier"), loc[subset].get("difficulty")
+            if v is None:
+                continue
+            lines.append(f"  {'first error':<13} F1 {subset}: {pct(v['f1']['value'])} "
+                         f"[{pct(v['f1']['ci_low'])}, {pct(v['f1']['ci_high'])}], difficulty only "
+                         f"{pct(d['f1']['value'])} ({v['erroneous']} erroneous / {v['correct']} correct)")
+        sa = st.get("step_auc") or {}
+        fmt = {k: "-" if x is None else f"{x:.3f}" for k, x in sa.items()}
+        lines.append(f"  {'':<13} threshold {'-' if t is None else f'{t:.4f}'} (val); step AUC pooled "
+                     f"{fmt.get('pooled')}, within a problem {fmt.get('within')}")
+    return lines
