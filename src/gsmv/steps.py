@@ -113,18 +113,26 @@ def sample_steps(problem: np.ndarray, correct: np.ndarray, final: np.ndarray, pi
     """Steps of each sample from its token texts and per-token values; `truth[p]`: problem p's intermediate
     values (None: no step truth). A sample whose tokens cannot be decoded into its text, or whose values do
     not reach a step's end (a verifier input cut at max_len), keeps the steps that have a value."""
-    values, oks = [], []
-    all_ends, all_results = step_ends_batch(pieces)
-    for s, (idx, results, tv) in enumerate(zip(all_ends, all_results, token_values, strict=True)):
-        tv = np.asarray(tv if tv is not None else [], dtype=np.float64)
-        # NaN: a token cut off a verifier input longer than max_len (never read); past the end: not scored.
-        keep = [i for i, t in enumerate(idx) if t < len(tv) and np.isfinite(tv[t])]
-        values.append(tv[[idx[i] for i in keep]] if keep else np.zeros(0))
-        if truth is not None:
-            ref = truth[int(problem[s])]
-            oks.append(np.array([results[i] in ref for i in keep], dtype=bool))
+    ends, results = step_ends_batch(pieces)
+    ok = None if truth is None else [np.array([r in truth[p] for r in rs], dtype=bool)
+                                     for p, rs in zip(np.asarray(problem).tolist(), results, strict=True)]
+    values, ok = _values_at_ends(ends, ok, token_values)
     return SampleSteps(np.asarray(problem, dtype=np.int64), np.asarray(correct, dtype=bool),
-                       np.asarray(final, dtype=np.float64), values, oks if truth is not None else None)
+                       np.asarray(final, dtype=np.float64), values, ok)
+
+
+def _values_at_ends(ends: Sequence[Sequence[int]], ok: Sequence[np.ndarray] | None,
+                    token_values: Sequence[Sequence[float] | None]) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+    """Each sample's values at its step ends, and the truth of the steps kept: a step whose closing token has no
+    value (NaN: cut off a verifier input longer than max_len, never read; past the end: not scored) is dropped."""
+    values, oks = [], []
+    for s, (e, tv) in enumerate(zip(ends, token_values, strict=True)):
+        tv = np.asarray(tv if tv is not None else [], dtype=np.float64)
+        keep = [i for i, t in enumerate(e) if t < len(tv) and np.isfinite(tv[t])]
+        values.append(tv[[e[i] for i in keep]] if keep else np.zeros(0))
+        if ok is not None:
+            oks.append(np.asarray(ok[s], dtype=bool)[keep])
+    return values, (oks if ok is not None else None)
 
 
 # --------------------------------------------------------------------------- aggregations
@@ -393,17 +401,9 @@ def read_split_samples(cfg: Any, split: str, problems: list, with_truth: bool, l
 
 
 def steps_with_values(samples: SplitSamples, final: np.ndarray, token_values: Sequence[np.ndarray]) -> SampleSteps:
-    """SampleSteps of these samples with the values after each of their tokens (NaN: cut off a verifier input
-    longer than max_len, never read; a step past the values' end has none): steps without a value are dropped."""
-    values, oks = [], []
-    for s, (e, tv) in enumerate(zip(samples.ends, token_values, strict=True)):
-        tv = np.asarray(tv if tv is not None else [], dtype=np.float64)
-        keep = [i for i, t in enumerate(e) if t < len(tv) and np.isfinite(tv[t])]
-        values.append(tv[[e[i] for i in keep]] if keep else np.zeros(0))
-        if samples.ok is not None:
-            oks.append(samples.ok[s][keep])
-    return SampleSteps(samples.problem, samples.correct, np.asarray(final, dtype=np.float64), values,
-                       oks if samples.ok is not None else None)
+    """SampleSteps of these samples with the values after each of their tokens (_values_at_ends)."""
+    values, ok = _values_at_ends(samples.ends, samples.ok, token_values)
+    return SampleSteps(samples.problem, samples.correct, np.asarray(final, dtype=np.float64), values, ok)
 
 
 def read_split_steps(cfg: Any, split: str, problems: list, with_truth: bool, tokenizer: Any = None
