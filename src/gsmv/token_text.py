@@ -16,14 +16,19 @@ from gsmv.artifacts import RunPaths
 log = logging.getLogger(__name__)
 
 
+def _tokenizer_folders(run_dir: str | Path) -> list[Path]:
+    """The run's folders that hold a tokenizer, in the order the sample ids' tokenizer is looked for: the
+    generator's (the sample token ids are its ids), the verifier's, run_dir/tokenizer."""
+    paths = RunPaths(run_dir)
+    return [f for f in (paths.generator_final, paths.verifier_final, paths.tokenizer)
+            if (f / "tokenizer_config.json").exists() or (f / "tokenizer.json").exists()]
+
+
 def load_tokenizer(run_dir: str | Path) -> Any | None:
     """The generator's tokenizer (the sample token ids are its ids), else the verifier's, else run_dir/tokenizer."""
     from transformers import AutoTokenizer
 
-    paths = RunPaths(run_dir)
-    for folder in (paths.generator_final, paths.verifier_final, paths.tokenizer):
-        if not (folder / "tokenizer_config.json").exists() and not (folder / "tokenizer.json").exists():
-            continue
+    for folder in _tokenizer_folders(run_dir):
         try:
             return AutoTokenizer.from_pretrained(str(folder))
         except Exception as e:  # noqa: BLE001 - any tokenizer failure means plain-text fallback
@@ -47,16 +52,12 @@ class _FastTokenizer:
 def load_decoder(run_dir: str | Path) -> Any | None:
     """The sample ids' tokenizer (as load_tokenizer picks it) for decoding token pieces only: its tokenizer.json
     through `tokenizers` when it has one (what token_pieces_batch decodes with either way), else load_tokenizer."""
-    paths = RunPaths(run_dir)
-    for folder in (paths.generator_final, paths.verifier_final, paths.tokenizer):
-        if (folder / "tokenizer.json").is_file():
-            try:
-                return _FastTokenizer(folder / "tokenizer.json")
-            except Exception as e:  # noqa: BLE001 - a tokenizer.json tokenizers cannot read: the full loader
-                log.warning("cannot read %s (%s); loading the tokenizer with transformers", folder, e)
-            break
-        if (folder / "tokenizer_config.json").exists():
-            break
+    folders = _tokenizer_folders(run_dir)
+    if folders and (folders[0] / "tokenizer.json").is_file():
+        try:
+            return _FastTokenizer(folders[0] / "tokenizer.json")
+        except Exception as e:  # noqa: BLE001 - a tokenizer.json tokenizers cannot read: the full loader
+            log.warning("cannot read %s (%s); loading the tokenizer with transformers", folders[0], e)
     return load_tokenizer(run_dir)
 
 
