@@ -355,6 +355,8 @@ def test_model_names_and_train_layers_are_checked_without_loading_a_model(tmp_pa
     with pytest.raises(GsmvError, match=r"'verifier.train_layers' is 31: the verifier \(smollm2-135m\) has 30 layers"):
         check("verifier.init=smollm2-135m", "verifier.train_layers=31")  # the packaged model's listed count
     check("verifier.init=smollm2-135m", "verifier.train_layers=30")
+    with pytest.raises(GsmvError, match=r"'finetune.train_layers' is 31: the generator \(smollm2-135m\) has 30"):
+        check("model.name=smollm2-135m", "finetune.train_layers=31")
     folder = tmp_path / "model"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"model_type": "llama", "num_hidden_layers": 3}))

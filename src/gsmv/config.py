@@ -120,6 +120,14 @@ class FinetuneConfig(TrainConfig):
     # generator on the same splits, tokenizer and verifier problems as a run without them: the synth
     # generator is data-limited, so this is how the generator-strength grid makes its stronger generators.
     extra_problems: int = added_later(0)
+    # What of a pretrained generator trains (0 = all of it, the paper). train_layers=k: the top k decoder
+    # layers and the final norm; the embeddings and lower layers stay as loaded (no backward below them).
+    train_layers: int = added_later(0)
+    # LoRA (peft, gsmv's extra 'lora') of this rank on every linear layer of the decoder, instead of training
+    # its weights. Every model folder written (checkpoints and generator/final) holds the merged weights: a
+    # plain transformers model, as sampling, export and every reader expect.
+    lora_rank: int = added_later(0)
+    lora_alpha: float = added_later(16.0)  # LoRA's update is scaled by lora_alpha / lora_rank
 
 
 @dataclass
@@ -383,6 +391,14 @@ def _check_synth(sy: SynthConfig) -> None:
 
 
 def _check_finetune(ft: FinetuneConfig, source: str) -> None:
+    for key in ("train_layers", "lora_rank"):
+        if getattr(ft, key) < 0:
+            raise GsmvError(f"config key 'finetune.{key}' must be >= 0 (0 = off)")
+    if ft.train_layers and ft.lora_rank:
+        raise GsmvError("config keys 'finetune.train_layers' and 'finetune.lora_rank' are both set: pick one way "
+                        "to train part of the generator")
+    if ft.lora_rank and ft.lora_alpha <= 0:
+        raise GsmvError("config key 'finetune.lora_alpha' must be > 0")
     if ft.extra_problems < 0:
         raise GsmvError("config key 'finetune.extra_problems' must be >= 0 (0 = the train split only)")
     if ft.extra_problems and source != "synth":

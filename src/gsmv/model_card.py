@@ -40,6 +40,31 @@ _KINDS = {
 }
 
 
+def base_license(base: str) -> tuple[str, str]:
+    """(licence, base_model hub id or "") of a model started from `base`: gsmv's MIT for a from-scratch model
+    (trained on MIT data only), a packaged model's own, a folder's from its card, else "other" (a hub id's
+    licence is not known offline: the card then says the base model's applies)."""
+    from gsmv.models.sources import packaged
+
+    if not base or base.startswith("random "):
+        return "mit", ""
+    from gsmv.models.loading import PRESETS
+
+    if base in PRESETS:
+        return "mit", ""
+    pm = packaged(base)
+    if pm is not None:
+        return pm.license, pm.hub_id
+    card = Path(base).expanduser() / "README.md"
+    if card.is_file():
+        front = card.read_text(errors="replace").split("---")
+        fields = dict(re.findall(r"^([\w_]+): *(\S+) *$", front[1], re.M)) if len(front) > 2 else {}
+        return fields.get("license", "other"), fields.get("base_model", "")
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", base) and not Path(base).exists():  # a hub id, not a folder
+        return "other", base
+    return "other", ""
+
+
 def card_text(kind: str, *, base: str = "", extra: dict[str, Any] | None = None) -> str:
     """The README.md of a model folder of this kind (generator, verifier, verifier-export)."""
     extra = dict(extra or {})
@@ -47,14 +72,18 @@ def card_text(kind: str, *, base: str = "", extra: dict[str, Any] | None = None)
     if kind == "verifier-export" and extra.get("target") == "token-cls":
         pipeline_tag = "token-classification"
     labels = extra.pop("labels", None)
-    meta = ["---", "library_name: transformers", f"pipeline_tag: {pipeline_tag}", "license: mit",
+    licence, base_model = base_license(base)
+    meta = ["---", "library_name: transformers", f"pipeline_tag: {pipeline_tag}", f"license: {licence}",
             "tags:", "- gsmv", "- math", "- verifier" if kind != "generator" else "- generator"]
-    if base and re.fullmatch(r"[\w.-]+/[\w.-]+", base) and not Path(base).exists():  # a hub id, not a folder
-        meta.append(f"base_model: {base}")
+    if base_model:
+        meta.append(f"base_model: {base_model}")
     if extra.get("dataset"):
         meta += ["datasets:", f"- {extra['dataset']}"]
     meta.append("---")
-    lines = [*meta, "", f"# {kind}: {what}", ""] + ([f"Started from: {base}", ""] if base else []) + [ f"Written by gsmv {gsmv.__version__}, an implementation of Cobbe "
+    started = [f"Started from: {base}", ""] if base else []
+    if licence == "other":
+        started += [f"Licence: that of the base model ({base_model or base}).", ""]
+    lines = [*meta, "", f"# {kind}: {what}", ""] + started + [ f"Written by gsmv {gsmv.__version__}, an implementation of Cobbe "
              "et al. 2021, \"Training Verifiers to Solve Math Word Problems\".", "", "## Input", "", PROMPT_FORMAT,
              "", "## Output", "", output]
     if labels:

@@ -19,6 +19,7 @@ from transformers import AutoTokenizer
 from gsmv.artifacts import RunPaths, read_metrics, read_shards
 from gsmv.data.tasks import load_split
 from gsmv.errors import GsmvError
+from gsmv.models.loading import train_top_layers
 from gsmv.models.verifier import build_verifier, load_verifier, prompt_ids
 from gsmv.train import verifier as tv
 
@@ -445,7 +446,7 @@ def test_frozen_layers_get_no_residual_dropout(tiny_llama_dir):
     ver, _ = build_verifier(tiny_llama_dir, dropout=0.2)
     layers = [m for m in ver.lm.modules() if hasattr(m, "self_attn") and hasattr(m, "mlp")]
     assert all(getattr(layer.mlp, "_gsmv_dropout_handle", None) is not None for layer in layers)
-    tv.freeze_lower_layers(ver, 1)
+    train_top_layers(ver.lm, 1, "verifier.train_layers")
     assert getattr(layers[0].mlp, "_gsmv_dropout_handle", None) is None
     assert getattr(layers[0].self_attn, "_gsmv_dropout_handle", None) is None
     assert getattr(layers[1].mlp, "_gsmv_dropout_handle", None) is not None  # the trained layer keeps it

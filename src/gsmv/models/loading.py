@@ -103,6 +103,7 @@ def check_model_names(cfg: RunConfig, stages: list[str]) -> None:
     before any stage runs: the stage that would fail on them may come after the generator has trained."""
     if "finetune" in stages:
         _check_model_name("model.name", cfg.model.name)
+        _check_layers("finetune.train_layers", cfg.finetune.train_layers, cfg.model.name, cfg, "generator")
     if "train-verifier" in stages:
         if cfg.verifier.init not in ("generator", "base"):
             _check_model_name("verifier.init", cfg.verifier.init)
@@ -125,15 +126,18 @@ def _check_model_name(key: str, name: str) -> None:
 
 
 def _check_train_layers(cfg: RunConfig) -> None:
-    """verifier.train_layers at most the verifier's layers, when they are known without loading it: a preset's,
-    a packaged model's (listed) or a config.json's on disk."""
-    k = cfg.verifier.train_layers
+    name = cfg.model.name if cfg.verifier.init in ("generator", "base") else cfg.verifier.init
+    _check_layers("verifier.train_layers", cfg.verifier.train_layers, name, cfg, "verifier")
+
+
+def _check_layers(key: str, k: int, name: str, cfg: RunConfig, what: str) -> None:
+    """A train_layers key at most the model's layers, when they are known without loading it: a preset's, a
+    packaged model's (listed) or a config.json's on disk."""
     if k <= 0:
         return
-    name = cfg.model.name if cfg.verifier.init in ("generator", "base") else cfg.verifier.init
     n = (cfg.model.n_layer or PRESETS[name].n_layer) if name in PRESETS else layer_count(name)
     if n is not None and k > n:
-        raise GsmvError(f"config key 'verifier.train_layers' is {k}: the verifier ({name}) has {n} layers")
+        raise GsmvError(f"config key '{key}' is {k}: the {what} ({name}) has {n} layers")
 
 
 def _as_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
@@ -250,6 +254,28 @@ def decoder_layers(model: nn.Module) -> list[nn.Module]:
     """Blocks with `self_attn` and `mlp` children (Llama, Mistral, Qwen2, Gemma, Phi-3 ... layouts)."""
     return [m for m in model.modules() if isinstance(getattr(m, "self_attn", None), nn.Module)
             and isinstance(getattr(m, "mlp", None), nn.Module)]
+
+
+def train_top_layers(lm: nn.Module, k: int, key: str) -> None:
+    """Config key `key` = k > 0: only the top k decoder layers and the final norm of causal LM `lm` train;
+    every other parameter of it (embeddings, lower layers, an untied output layer) is frozen."""
+    if k <= 0:
+        return
+    layers = decoder_layers(lm)
+    if k > len(layers):
+        raise GsmvError(f"config key '{key}' is {k}: the model has {len(layers)} layers")
+    # A frozen layer gets no residual dropout: it would only add noise that the trained layers must undo. On
+    # SmolLM2-135M (trained without dropout) the solution NLL of 8 synth problems is 1.46 in eval mode, 8.60
+    # with dropout 0.2 in all 30 layers and 3.26 with it in the top 4 only (2026-12-06).
+    for layer in layers[:-k]:
+        apply_residual_dropout(layer, 0.0)
+    keep = {id(p) for layer in layers[-k:] for p in layer.parameters()}
+    norm = getattr(lm.base_model, "norm", None) or getattr(lm.base_model, "ln_f", None)
+    if norm is not None:
+        keep |= {id(p) for p in norm.parameters()}
+    for p in lm.parameters():
+        if id(p) not in keep:
+            p.requires_grad_(False)
 
 
 def apply_residual_dropout(model: nn.Module, p: float) -> nn.Module:

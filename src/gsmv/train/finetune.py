@@ -19,11 +19,18 @@ from gsmv.config import RunConfig
 from gsmv.data.gsm8k import Problem, format_prompt
 from gsmv.data.tasks import load_split
 from gsmv.errors import GsmvError
-from gsmv.models.loading import apply_residual_dropout, build_from_preset, is_preset, load_model_and_tokenizer
+from gsmv.models.loading import (
+    apply_residual_dropout,
+    build_from_preset,
+    is_preset,
+    load_model_and_tokenizer,
+    train_top_layers,
+)
 from gsmv.models.tokenizer import check_tokenizer, encode_prompt, encode_solution, train_tokenizer
 from gsmv.runtime import seed_everything, setup_threads
 from gsmv.train.checkpoint import hf_saver
 from gsmv.train.loop import causal_lm_loss, fit, make_accelerator, pad_collate_fn, train_hash
+from gsmv.train.lora import add_lora, merged_saver
 
 TOKENIZER_META = "gsmv_tokenizer.json"
 
@@ -88,6 +95,13 @@ def main(cfg: RunConfig, *, on_step: Callable[[int], None] | None = None) -> Non
         # fp32 master weights; make_accelerator turns bf16/fp16 into autocast on GPUs.
         model, tok = load_model_and_tokenizer(cfg.model.name, dtype="float32", device="cpu")
     apply_residual_dropout(model, ft.dropout)
+    trains = "all weights"
+    if ft.lora_rank:
+        model = add_lora(model, ft.lora_rank, ft.lora_alpha)
+        trains = f"LoRA rank {ft.lora_rank}, alpha {ft.lora_alpha:g} on every decoder linear layer (merged)"
+    elif ft.train_layers:
+        train_top_layers(model, ft.train_layers, "finetune.train_layers")
+        trains = f"the top {ft.train_layers} decoder layers and the final norm"
 
     if ft.extra_problems:
         # After the tokenizer: a preset's vocabulary stays the train split's, so runs with and without extra
@@ -97,6 +111,11 @@ def main(cfg: RunConfig, *, on_step: Callable[[int], None] | None = None) -> Non
         train = train + fresh_problems(cfg, ft.extra_problems, stream="generator")
     train_ex, n_trunc = encode_problems(tok, train, ft.max_len, ft.loss_on_prompt)
     val_ex, _ = encode_problems(tok, val, ft.max_len, ft.loss_on_prompt)
+    saver = hf_saver(tok, card={"kind": "generator", "base": cfg.model.name,
+                                "extra": {"dataset": "openai/gsm8k" if cfg.data.source == "gsm8k" else None,
+                                          "data": cfg.data.source, "epochs": ft.epochs, "trained": trains}})
+    if ft.lora_rank:
+        saver = merged_saver(saver)
     metrics = MetricsLog(paths.metrics, "finetune", enabled=accelerator.is_main_process)
     if n_trunc:
         metrics.log(event="truncated", examples=n_trunc, max_len=ft.max_len)
@@ -109,9 +128,7 @@ def main(cfg: RunConfig, *, on_step: Callable[[int], None] | None = None) -> Non
         loss_fn=causal_lm_loss,
         ckpt_dir=paths.generator,
         config_hash=train_hash(cfg, ft),
-        save_model=hf_saver(tok, card={"kind": "generator", "base": cfg.model.name,
-                                       "extra": {"dataset": "openai/gsm8k" if cfg.data.source == "gsm8k" else None,
-                                                 "data": cfg.data.source, "epochs": ft.epochs}}),
+        save_model=saver,
         metrics=metrics,
         val_examples=val_ex,
         on_step=on_step,
