@@ -357,6 +357,8 @@ def test_model_names_and_train_layers_are_checked_without_loading_a_model(tmp_pa
     check("verifier.init=smollm2-135m", "verifier.train_layers=30")
     with pytest.raises(GsmvError, match=r"'finetune.train_layers' is 31: the generator \(smollm2-135m\) has 30"):
         check("model.name=smollm2-135m", "finetune.train_layers=31")
+    with pytest.raises(GsmvError, match=r"'finetune.lora_rank' is set: .*model.name=tiny is a from-scratch preset"):
+        check("finetune.lora_rank=8")
     folder = tmp_path / "model"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"model_type": "llama", "num_hidden_layers": 3}))

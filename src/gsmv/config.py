@@ -123,7 +123,8 @@ class FinetuneConfig(TrainConfig):
     # What of a pretrained generator trains (0 = all of it, the paper). train_layers=k: the top k decoder
     # layers and the final norm; the embeddings and lower layers stay as loaded (no backward below them).
     train_layers: int = added_later(0)
-    # LoRA (peft, gsmv's extra 'lora') of this rank on every linear layer of the decoder, instead of training
+    # LoRA (peft, gsmv's extra 'lora') of this rank on the decoder's linear layers (Llama/Qwen2/Mistral's
+    # q/k/v/o and MLP projections, GPT-2's attention and MLP), instead of training
     # its weights. Every model folder written (checkpoints and generator/final) holds the merged weights: a
     # plain transformers model, as sampling, export and every reader expect.
     lora_rank: int = added_later(0)

@@ -57,8 +57,9 @@ def base_license(base: str) -> tuple[str, str]:
         return pm.license, pm.hub_id
     card = Path(base).expanduser() / "README.md"
     if card.is_file():
-        front = card.read_text(errors="replace").split("---")
-        fields = dict(re.findall(r"^([\w_]+): *(\S+) *$", front[1], re.M)) if len(front) > 2 else {}
+        # Only the card's YAML front matter (between a first line "---" and the next "---" line) is read.
+        front = re.match(r"---\n(.*?)\n---\s*\n", card.read_text(errors="replace"), re.S)
+        fields = {k: v.strip("'\"") for k, v in re.findall(r"^(\w+): *(\S.*?) *$", front[1], re.M)} if front else {}
         return fields.get("license", "other"), fields.get("base_model", "")
     if re.fullmatch(r"[\w.-]+/[\w.-]+", base) and not Path(base).exists():  # a hub id, not a folder
         return "other", base

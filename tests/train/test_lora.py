@@ -58,7 +58,7 @@ def test_a_lora_generator_is_a_plain_merged_folder_and_resumes_to_the_same_weigh
     # Only the adapted linear layers move; embeddings and norms stay the base model's.
     assert changed and all(k.endswith("_proj.weight") for k in changed), sorted(changed)
     card = (final / "README.md").read_text()
-    assert "LoRA rank 4" in card and f"Started from: {tiny_llama_dir}" in card and "license: other" in card
+    assert "LoRA rank 4, alpha 8 on down_proj, gate_proj, k_proj" in card and f"Started from: {tiny_llama_dir}" in card and "license: other" in card
     assert json.loads((final / "config.json").read_text())["architectures"] == ["LlamaForCausalLM"]
 
     class Killed(Exception):
@@ -90,6 +90,13 @@ def test_top_layers_of_a_generator_train_alone(tiny_cfg, tiny_llama_dir):
     cfg.finetune.train_layers, cfg.name = 3, "too-many"
     with pytest.raises(GsmvError, match="'finetune.train_layers' is 3: the model has 2 layers"):
         finetune.main(cfg)
+
+
+def test_top_layers_of_a_model_without_the_llama_layout_is_one_line(tiny_gpt2_dir):
+    from gsmv.models.loading import train_top_layers
+
+    with pytest.raises(GsmvError, match="'finetune.train_layers' is 1: GPT2LMHeadModel has no decoder layers of"):
+        train_top_layers(AutoModelForCausalLM.from_pretrained(tiny_gpt2_dir), 1, "finetune.train_layers")
 
 
 def test_lora_without_peft_is_one_line_naming_the_extra(monkeypatch, tiny_llama_dir):
@@ -128,3 +135,12 @@ def test_a_generator_cards_licence_is_its_base_models():
     assert "license: mit" in card_text("generator", base="cpu-1m")  # from scratch on MIT data
     hub = card_text("generator", base="some-org/some-model")
     assert "license: other" in hub and "Licence: that of the base model (some-org/some-model)." in hub
+
+
+def test_a_folders_licence_is_read_from_its_cards_front_matter_only(tmp_path):
+    from gsmv.model_card import base_license
+
+    (tmp_path / "README.md").write_text('---\nlicense: "apache-2.0"\nbase_model: org/m\n---\n\nlicense: mit\n')
+    assert base_license(str(tmp_path)) == ("apache-2.0", "org/m")
+    (tmp_path / "README.md").write_text("# no front matter\n\n---\nlicense: mit\n---\n")
+    assert base_license(str(tmp_path)) == ("other", "")

@@ -104,6 +104,10 @@ def check_model_names(cfg: RunConfig, stages: list[str]) -> None:
     if "finetune" in stages:
         _check_model_name("model.name", cfg.model.name)
         _check_layers("finetune.train_layers", cfg.finetune.train_layers, cfg.model.name, cfg, "generator")
+        part = "finetune.lora_rank" if cfg.finetune.lora_rank else "finetune.train_layers"
+        if (cfg.finetune.lora_rank or cfg.finetune.train_layers) and cfg.model.name in PRESETS:
+            raise GsmvError(f"config key '{part}' is set: it trains part of a pretrained model, and model.name="
+                            f"{cfg.model.name} is a from-scratch preset (random weights: train all of it)")
     if "train-verifier" in stages:
         if cfg.verifier.init not in ("generator", "base"):
             _check_model_name("verifier.init", cfg.verifier.init)
@@ -262,6 +266,9 @@ def train_top_layers(lm: nn.Module, k: int, key: str) -> None:
     if k <= 0:
         return
     layers = decoder_layers(lm)
+    if not layers:
+        raise GsmvError(f"config key '{key}' is {k}: {type(lm).__name__} has no decoder layers of the Llama layout "
+                        "(self_attn + mlp: Llama, Mistral, Qwen2, Gemma, Phi-3) that it can train alone")
     if k > len(layers):
         raise GsmvError(f"config key '{key}' is {k}: the model has {len(layers)} layers")
     # A frozen layer gets no residual dropout: it would only add noise that the trained layers must undo. On

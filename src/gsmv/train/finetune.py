@@ -98,7 +98,8 @@ def main(cfg: RunConfig, *, on_step: Callable[[int], None] | None = None) -> Non
     trains = "all weights"
     if ft.lora_rank:
         model = add_lora(model, ft.lora_rank, ft.lora_alpha)
-        trains = f"LoRA rank {ft.lora_rank}, alpha {ft.lora_alpha:g} on every decoder linear layer (merged)"
+        targets = ", ".join(sorted(model.peft_config["default"].target_modules))
+        trains = f"LoRA rank {ft.lora_rank}, alpha {ft.lora_alpha:g} on {targets} (merged into the weights)"
     elif ft.train_layers:
         train_top_layers(model, ft.train_layers, "finetune.train_layers")
         trains = f"the top {ft.train_layers} decoder layers and the final norm"
