@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from crash import Killed, kill_at
 from safetensors.torch import load_file
 
 from gsmv.artifacts import RunPaths, read_metrics
@@ -75,13 +76,7 @@ def test_kill_and_resume_equals_uninterrupted(tiny_cfg, tmp_path):
     cfg.name = "full"
     finetune.main(cfg)
 
-    class Killed(Exception):
-        pass
-
-    def kill(step):
-        if step == 10:
-            raise Killed
-
+    kill = kill_at(10)
     cfg.name = "killed"
     with pytest.raises(Killed):
         finetune.main(cfg, on_step=kill)

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from crash import Killed, kill_at
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
@@ -61,16 +62,9 @@ def test_a_lora_generator_is_a_plain_merged_folder_and_resumes_to_the_same_weigh
     assert "LoRA rank 4, alpha 8 on down_proj, gate_proj, k_proj" in card and f"Started from: {tiny_llama_dir}" in card and "license: other" in card
     assert json.loads((final / "config.json").read_text())["architectures"] == ["LlamaForCausalLM"]
 
-    class Killed(Exception):
-        pass
-
-    def kill(step):
-        if step == 6:
-            raise Killed
-
     cfg.name = "killed"
     with pytest.raises(Killed):
-        finetune.main(cfg, on_step=kill)
+        finetune.main(cfg, on_step=kill_at(6))
     finetune.main(cfg)
     again = load_file(RunPaths(cfg.run_dir).generator_final / "model.safetensors")
     assert all(torch.equal(end[k], again[k]) for k in end)
