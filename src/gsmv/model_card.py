@@ -48,9 +48,9 @@ def base_license(base: str) -> tuple[str, str]:
 
     if not base or base.startswith("random "):
         return "mit", ""
-    from gsmv.models.loading import PRESETS
+    from gsmv.models.loading import is_preset
 
-    if base in PRESETS:
+    if is_preset(base):
         return "mit", ""
     pm = packaged(base)
     if pm is not None:

@@ -46,11 +46,10 @@ def cross_scores(samples_run: Path, verifier_run: Path, n: int, batch_size: int)
     out = {}
     for path in list_shards(RunPaths(samples_run).samples("test")):
         t, seqs, starts, _ = sequences_for_shard(path, prompts, "test", tok, ver.reads)
-        keep = [i for i, k in enumerate(t.column("sample_idx").to_pylist()) if k < n]
+        ids, idx = t.column("problem_id").to_pylist(), t.column("sample_idx").to_pylist()
+        keep = [i for i, k in enumerate(idx) if k < n]
         res = ver.score_sequences([seqs[i] for i in keep], [starts[i] for i in keep], batch_size=batch_size,
                                   pad_id=pad, max_len=limit, share_prompts=True)
-        ids = t.column("problem_id").to_pylist()
-        idx = t.column("sample_idx").to_pylist()
         out.update({(ids[i], idx[i]): s for i, (s, _) in zip(keep, res, strict=True)})
     return out
 

@@ -57,13 +57,13 @@ def merged_state_dict(peft_model: nn.Module, state_dict: dict[str, torch.Tensor]
         out[f"{owner}.{param}"] = value
         module = adapted[owner]
         if param == "weight":
-            for name in module.active_adapters:
+            merged = value.float()
+            for name in module.active_adapters:  # gsmv adds one ("default"); each active one adds its update
                 a = state_dict[f"{prefix}{owner}.lora_A.{name}.weight"].float()
                 b = state_dict[f"{prefix}{owner}.lora_B.{name}.weight"].float()
                 delta = (b @ a) * module.scaling[name]
-                if module.fan_in_fan_out:
-                    delta = delta.T
-                out[f"{owner}.weight"] = (value.float() + delta).to(value.dtype)
+                merged = merged + (delta.T if module.fan_in_fan_out else delta)  # not in place: value is live
+            out[f"{owner}.weight"] = merged.to(value.dtype)
     return out
 
 
